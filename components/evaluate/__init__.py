@@ -1,0 +1,1 @@
+"""Component: evaluate (see component.py)."""

@@ -1,0 +1,1 @@
+"""Component: gate (see component.py)."""

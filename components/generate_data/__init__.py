@@ -1,0 +1,1 @@
+"""Component: generate_data (see component.py)."""

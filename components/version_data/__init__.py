@@ -1,0 +1,1 @@
+"""Component: version_data (see component.py)."""

@@ -1,0 +1,1 @@
+"""Data: the MTSS script contract, synthetic MAVINSet-mini, DVC versioning and validation."""

@@ -1,0 +1,1 @@
+"""Evaluation: the papers' metrics on generated clips, and the release gate."""

@@ -1,0 +1,1 @@
+"""Model: the dual-tower audio-video diffusion transformer (MAVIN / MTSS family), single-device torch."""

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines v2 pipelines: the release pipeline."""
