@@ -1,0 +1,1 @@
+"""Component: close_lineage (see component.py)."""

@@ -1,0 +1,166 @@
+"""The ``mavin-ops`` command line.
+
+    mavin-ops data generate --preset debug --out DIR     synthetic MAVINSet-mini
+    mavin-ops data version DIR                           DVC-version a dataset directory
+    mavin-ops data validate DIR                          Great Expectations + grounding checks
+    mavin-ops release                                    the release pipeline, locally
+
+Errors a user can cause print one line (``mavin-ops: error: ...``) and exit 2; a failed
+pipeline or a failed validation exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+__all__ = ["build_parser", "main"]
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _data_generate(args: argparse.Namespace) -> int:
+    from mavin_ops.data import synth
+
+    summary = synth.generate(args.out, preset=args.preset, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
+    _print_json(summary)
+    return 0
+
+
+def _data_version(args: argparse.Namespace) -> int:
+    from mavin_ops import tracking
+    from mavin_ops.data import versioning
+
+    v = versioning.version_dataset(
+        args.dataset,
+        name=args.name,
+        registry=args.registry,
+        remote=args.remote,
+        endpoint_url=args.endpoint_url,
+        push=not args.no_push,
+    )
+    commit, dirty = tracking.git_commit()
+    _print_json({**v.to_dict(), "code_commit": commit, "code_dirty": dirty})
+    return 0
+
+
+def _data_validate(args: argparse.Namespace) -> int:
+    from mavin_ops.data import validate
+
+    out_dir = Path(args.out) if args.out else Path(args.dataset).resolve().parent / (Path(args.dataset).name + ".validation")
+    report = validate.validate_dataset(
+        args.dataset,
+        max_quarantine_share=args.max_quarantine_share,
+        max_customized_roles=args.max_customized_roles,
+        check_media=not args.no_media,
+        out_dir=out_dir,
+        docs_dir=out_dir / "data_docs",
+    )
+    for line in report.summary_lines():
+        print(line)
+    return 0 if report.passed else 1
+
+
+# --------------------------------------------------------------------------- release
+
+
+def _release(args: argparse.Namespace) -> int:
+    from mavin_ops.release import run_release
+
+    result = run_release(
+        preset=args.preset,
+        seed=args.seed,
+        registry=args.registry or "",
+        remote=args.remote or "",
+        endpoint_url=args.endpoint_url or "",
+        max_quarantine_share=args.max_quarantine_share,
+        cache=args.cache,
+        echo=print,
+    )
+    return 0 if result.succeeded else 1
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mavin-ops",
+        description="Train, evaluate, gate and release multi-shot audio-visual generation models.",
+        epilog="Local state lives under $MAVIN_HOME (default ./.mavin); MLFLOW_TRACKING_URI is respected.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = sub.add_parser("data", help="generate, version and validate datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    gen = dsub.add_parser("generate", help="generate the synthetic MAVINSet-mini dataset")
+    gen.add_argument("--preset", default="debug", help="dataset size preset: debug | tiny (default: debug)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")
+    gen.add_argument("--out", required=True, help="output dataset directory (must not exist or be empty)")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    gen.add_argument("--quiet", action="store_true", help="no progress output")
+    gen.set_defaults(func=_data_generate)
+
+    ver = dsub.add_parser("version", help="DVC-version a dataset directory in the data registry and push it")
+    ver.add_argument("dataset", help="dataset directory (holds manifest.jsonl)")
+    ver.add_argument("--name", default="mavinset-mini", help="dataset name in the registry (default: mavinset-mini)")
+    ver.add_argument("--registry", default=None, help="data registry path (default: $MAVIN_HOME/data-registry)")
+    ver.add_argument("--remote", default=None, help="DVC remote: a directory or s3://bucket/prefix (default: $MAVIN_HOME/dvc-remote)")
+    ver.add_argument("--endpoint-url", default=None, help="S3 endpoint URL for an s3:// remote (credentials from the environment)")
+    ver.add_argument("--no-push", action="store_true", help="commit the version but do not push to the remote")
+    ver.set_defaults(func=_data_version)
+
+    val = dsub.add_parser("validate", help="validate a dataset; failing clips go to a quarantine manifest")
+    val.add_argument("dataset", help="dataset directory (holds manifest.jsonl)")
+    val.add_argument("--out", default=None, help="report folder (default: <dataset>.validation next to the dataset)")
+    val.add_argument("--max-quarantine-share", type=float, default=0.05, help="fail above this quarantined share (default: 0.05)")
+    val.add_argument("--max-customized-roles", type=int, default=3, help="customized roles allowed per clip (default: 3)")
+    val.add_argument("--no-media", action="store_true", help="skip media existence and sha256 checks")
+    val.set_defaults(func=_data_validate)
+
+    rel = sub.add_parser("release", help="run the release pipeline with the KFP local runner")
+    rel.add_argument("--preset", default="tiny", help="dataset/model preset: debug | tiny (default: tiny)")
+    rel.add_argument("--seed", type=int, default=0, help="data seed (default: 0)")
+    rel.add_argument("--registry", default=None, help="data registry path (default: $MAVIN_HOME/data-registry)")
+    rel.add_argument("--remote", default=None, help="DVC remote (default: $MAVIN_HOME/dvc-remote)")
+    rel.add_argument("--endpoint-url", default=None, help="S3 endpoint URL for an s3:// remote")
+    rel.add_argument("--max-quarantine-share", type=float, default=0.05, help="validation threshold (default: 0.05)")
+    rel.add_argument("--cache", action="store_true", help="reuse finished steps with the same inputs (KFP local cache)")
+    rel.set_defaults(func=_release)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from mavin_ops.data.mtss import ScriptError
+    from mavin_ops.data.versioning import VersioningError
+
+    return (UserError, ScriptError, VersioningError, FileNotFoundError, FileExistsError, ValueError, KeyError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except _user_errors() as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"mavin-ops: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
