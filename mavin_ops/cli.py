@@ -68,8 +68,9 @@ def _data_validate(args: argparse.Namespace) -> int:
         out_dir=out_dir,
         docs_dir=out_dir / "data_docs",
     )
-    for line in report.summary_lines():
-        print(line)
+    print(report.describe())
+    if report.docs_index is not None:
+        print(f"Data Docs: {report.docs_index}")
     return 0 if report.passed else 1
 
 

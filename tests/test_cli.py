@@ -1,0 +1,70 @@
+"""The CLI end to end on the debug world: generate -> version -> validate, and one-line
+errors for what a user gets wrong."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from mavin_ops.cli import main
+
+
+def test_generate_version_validate(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert main(["data", "generate", "--preset", "debug", "--seed", "1", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["preset"] == "debug" and (out / "manifest.jsonl").exists()
+
+    assert main(["data", "version", str(out)]) == 0
+    version = json.loads(capsys.readouterr().out)
+    assert version["digest"].endswith(".dir") and version["tag"] == "mavinset-mini-v1"
+    assert len(version["code_commit"]) == 40 or version["code_commit"] == "unknown"
+
+    report_dir = tmp_path / "report"
+    assert main(["data", "validate", str(out), "--out", str(report_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "validation PASSED: 0 of 6 rows quarantined" in printed
+    assert (report_dir / "validation.json").exists()
+
+
+def test_validate_fails_with_exit_1_above_threshold(tmp_path, capsys):
+    out = tmp_path / "ds"
+    main(["data", "generate", "--preset", "debug", "--out", str(out), "--quiet"])
+    capsys.readouterr()
+    victim = next((out / "clips").glob("*.wav"))
+    victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")  # sha256 mismatch
+    code = main(["data", "validate", str(out), "--out", str(tmp_path / "r"), "--max-quarantine-share", "0.1"])
+    assert code == 1
+    assert "validation FAILED: 1 of 6 rows quarantined" in capsys.readouterr().out
+
+
+def test_generate_refuses_to_overwrite_with_one_line_error(tmp_path, capsys):
+    out = tmp_path / "ds"
+    main(["data", "generate", "--preset", "debug", "--out", str(out), "--quiet"])
+    capsys.readouterr()
+    assert main(["data", "generate", "--preset", "debug", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mavin-ops: error: ") and "\n" not in err and str(out) in err
+
+
+def test_version_without_manifest_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "version", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no manifest.jsonl" in err and "\n" not in err
+
+
+def test_unknown_preset_is_a_one_line_error(tmp_path, capsys):
+    assert main(["data", "generate", "--preset", "huge", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "huge" in err and "debug" in err
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for command in ("data", "release"):
+        assert command in text
