@@ -1,0 +1,1 @@
+"""Component: train (see component.py)."""

@@ -1,0 +1,1 @@
+"""Training: staged recipes, the DeepSpeed trainer, atomic checkpoints, MLflow stage runs, cluster job specs."""
