@@ -4,6 +4,9 @@
     mavin-ops data version DIR                           DVC-version a dataset directory
     mavin-ops data validate DIR                          Great Expectations + grounding checks
     mavin-ops release                                    the release pipeline, locally
+    mavin-ops promote MODEL VERSION --reason ...         move the champion alias (gate must have passed)
+    mavin-ops rollback MODEL --reason ...                back to the previous champion
+    mavin-ops history MODEL                              the promotion audit trail
 
 Errors a user can cause print one line (``mavin-ops: error: ...``) and exit 2; a failed
 pipeline or a failed validation exits 1.
@@ -93,6 +96,38 @@ def _release(args: argparse.Namespace) -> int:
     return 0 if result.succeeded else 1
 
 
+# --------------------------------------------------------------------------- registry
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from mavin_ops import registry
+
+    expected = registry._UNSET if args.expect_champion is None else (None if args.expect_champion == "none" else args.expect_champion)
+    record = registry.promote(args.model, args.version, reason=args.reason, who=args.who, expected_champion=expected)
+    print(record.line())
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from mavin_ops import registry
+
+    print(registry.rollback(args.model, reason=args.reason, who=args.who).line())
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from mavin_ops import registry
+
+    trail = registry.history(args.model)
+    if args.json:
+        _print_json([r.__dict__ for r in trail])
+    else:
+        print(f"{args.model}: champion v{registry.champion_version(args.model) or '-'}")
+        for record in trail:
+            print(record.line())
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -141,14 +176,34 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--max-quarantine-share", type=float, default=0.05, help="validation threshold (default: 0.05)")
     rel.add_argument("--cache", action="store_true", help="reuse finished steps with the same inputs (KFP local cache)")
     rel.set_defaults(func=_release)
+
+    pro = sub.add_parser("promote", help="move the champion alias to a version whose gate passed")
+    pro.add_argument("model", help="registered model name")
+    pro.add_argument("version", help="model version to promote")
+    pro.add_argument("--reason", required=True, help="why; recorded in the audit trail")
+    pro.add_argument("--who", default=None, help="who promotes (default: $MAVIN_USER or the login name)")
+    pro.add_argument("--expect-champion", default=None, help="fail with a conflict unless the champion is this version ('none' for no champion)")
+    pro.set_defaults(func=_promote)
+
+    rb = sub.add_parser("rollback", help="return the champion alias to the previous champion")
+    rb.add_argument("model", help="registered model name")
+    rb.add_argument("--reason", required=True, help="why; recorded in the audit trail")
+    rb.add_argument("--who", default=None, help="who rolls back (default: $MAVIN_USER or the login name)")
+    rb.set_defaults(func=_rollback)
+
+    hist = sub.add_parser("history", help="the promotion audit trail of a model")
+    hist.add_argument("model", help="registered model name")
+    hist.add_argument("--json", action="store_true", help="print JSON records")
+    hist.set_defaults(func=_history)
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.data.mtss import ScriptError
     from mavin_ops.data.versioning import VersioningError
+    from mavin_ops.registry import PromotionError
 
-    return (UserError, ScriptError, VersioningError, FileNotFoundError, FileExistsError, ValueError, KeyError)
+    return (UserError, ScriptError, VersioningError, PromotionError, FileNotFoundError, FileExistsError, ValueError, KeyError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

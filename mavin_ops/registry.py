@@ -1,0 +1,223 @@
+"""The model registry side of a release: register versions with their lineage, move the
+``champion`` alias only for versions whose gate passed, keep an audit trail, roll back.
+
+Registry: MLflow's model registry. The audit trail lives on the registered model itself as
+tags ``mavin.audit.<seq>`` (one JSON record each), so it travels with the registry and needs
+no other store. Promotion is serialized by a lock and compare-and-set on the alias: two
+concurrent promotions from the same champion get exactly one winner, the other a
+:class:`PromotionConflict`; the alias never moves to an older version except by
+:func:`rollback`.
+
+Lineage tags on a model version (read by ``mavin-ops lineage``):
+``mavin.gate`` (pass|fail), ``mavin.gate_report``, ``mavin.metrics_json``, ``mavin.release_id``,
+``mavin.git_commit``, ``mavin.dataset_digest``, ``mavin.training_runs``,
+``mavin.checkpoint_sha256``, ``mavin.triton_version``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+from mavin_ops import settings
+
+__all__ = [
+    "AUDIT_PREFIX",
+    "CHAMPION",
+    "AuditRecord",
+    "PromotionConflict",
+    "PromotionError",
+    "champion_version",
+    "history",
+    "promote",
+    "register_version",
+    "rollback",
+]
+
+CHAMPION = "champion"
+AUDIT_PREFIX = "mavin.audit."
+GATE_TAG = "mavin.gate"
+
+
+class PromotionError(RuntimeError):
+    """A promotion or rollback that is not allowed; the message says why and what to do."""
+
+
+class PromotionConflict(PromotionError):
+    """The champion changed between looking and promoting; re-check and retry."""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    seq: int
+    action: str  # promote | rollback
+    model: str
+    from_version: str | None
+    to_version: str
+    who: str
+    when: str  # ISO 8601, UTC
+    why: str
+    gate_report: str
+
+    def line(self) -> str:
+        return (
+            f"#{self.seq} {self.when} {self.action:<8} {self.model} "
+            f"v{self.from_version or '-'} -> v{self.to_version} by {self.who}: {self.why}"
+        )
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(settings.tracking_uri())
+
+
+def _who(who: str | None) -> str:
+    if who:
+        return who
+    try:
+        return os.environ.get("MAVIN_USER") or getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+@contextlib.contextmanager
+def _lock(model: str) -> Iterator[None]:
+    """Serialize alias moves of one model on this machine (and on a shared MAVIN_HOME)."""
+    folder = settings.home() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"registry-{model}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def register_version(model: str, source: str, *, run_id: str | None = None, tags: dict[str, Any] | None = None) -> str:
+    """Register ``source`` (an artifact URI or path) as a new version of ``model`` carrying
+    the lineage ``tags``. Returns the version number as a string."""
+    c = _client()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.create_registered_model(model, description="mavin-ops release model")
+    except MlflowException:
+        pass  # exists
+    mv = c.create_model_version(
+        model, source, run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items() if v is not None}
+    )
+    return str(mv.version)
+
+
+def champion_version(model: str) -> str | None:
+    """The version behind the ``champion`` alias, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client().get_model_version_by_alias(model, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def history(model: str) -> list[AuditRecord]:
+    """The audit trail of ``model``, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = _client().get_registered_model(model)
+    except MlflowException:
+        raise PromotionError(f"no registered model '{model}'; register a version first") from None
+    records = [AuditRecord(**json.loads(v)) for k, v in rm.tags.items() if k.startswith(AUDIT_PREFIX)]
+    return sorted(records, key=lambda r: r.seq)
+
+
+def _append(model: str, record: AuditRecord) -> None:
+    _client().set_registered_model_tag(model, f"{AUDIT_PREFIX}{record.seq:06d}", json.dumps(asdict(record)))
+
+
+def _record(model: str, action: str, frm: str | None, to: str, who: str | None, why: str, gate_report: str) -> AuditRecord:
+    seq = len(history(model)) + 1
+    return AuditRecord(
+        seq=seq,
+        action=action,
+        model=model,
+        from_version=frm,
+        to_version=to,
+        who=_who(who),
+        when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        why=why,
+        gate_report=gate_report,
+    )
+
+
+_UNSET = object()
+
+
+def promote(
+    model: str,
+    version: str | int,
+    *,
+    reason: str,
+    who: str | None = None,
+    expected_champion: Any = _UNSET,
+) -> AuditRecord:
+    """Move ``champion`` to ``version`` if its gate passed and it is newer than the current
+    champion. ``expected_champion`` (a version or None) makes the move a compare-and-set:
+    if the champion is no longer what the caller saw, :class:`PromotionConflict`."""
+    from mlflow.exceptions import MlflowException
+
+    version = str(version)
+    if not reason.strip():
+        raise PromotionError("a promotion needs a reason (--reason); it goes to the audit trail")
+    c = _client()
+    try:
+        mv = c.get_model_version(model, version)
+    except MlflowException:
+        raise PromotionError(f"{model} has no version {version}; see `mavin-ops history {model}`") from None
+    verdict = mv.tags.get(GATE_TAG)
+    if verdict != "pass":
+        raise PromotionError(
+            f"{model} v{version} cannot be promoted: its gate verdict is {verdict or 'missing'!r}; only a version whose gate passed can become champion"
+        )
+    with _lock(model):
+        current = champion_version(model)
+        if expected_champion is not _UNSET and (None if expected_champion is None else str(expected_champion)) != current:
+            raise PromotionConflict(
+                f"champion of {model} is v{current or '-'}, not v{expected_champion or '-'} as expected: another promotion won; re-check and retry"
+            )
+        if current is not None and int(version) <= int(current):
+            raise PromotionConflict(
+                f"{model} v{version} is not newer than the champion v{current}; the alias never moves backwards (use `mavin-ops rollback`)"
+            )
+        c.set_registered_model_alias(model, CHAMPION, version)
+        record = _record(model, "promote", current, version, who, reason, mv.tags.get("mavin.gate_report", ""))
+        _append(model, record)
+    return record
+
+
+def rollback(model: str, *, reason: str, who: str | None = None) -> AuditRecord:
+    """Return ``champion`` to the version it held before the current one, in one step."""
+    if not reason.strip():
+        raise PromotionError("a rollback needs a reason (--reason); it goes to the audit trail")
+    with _lock(model):
+        current = champion_version(model)
+        if current is None:
+            raise PromotionError(f"{model} has no champion to roll back")
+        trail = history(model)
+        # The version the current champion displaced when it was promoted (rollbacks are not
+        # undone by a second rollback: that would re-promote what was rolled back).
+        previous = next((r.from_version for r in reversed(trail) if r.action == "promote" and r.to_version == current), None)
+        if previous is None:
+            raise PromotionError(f"{model} v{current} has no previous champion in the audit trail; nothing to roll back to")
+        _client().set_registered_model_alias(model, CHAMPION, previous)
+        mv = _client().get_model_version(model, previous)
+        record = _record(model, "rollback", current, previous, who, reason, mv.tags.get("mavin.gate_report", ""))
+        _append(model, record)
+    return record

@@ -1,0 +1,109 @@
+"""Promotion, rollback and the audit trail on a real MLflow registry (sqlite)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+
+from mavin_ops import registry
+from mavin_ops.registry import PromotionConflict, PromotionError
+
+
+def register(n_pass: int = 3, verdicts=None) -> list[str]:
+    verdicts = verdicts or ["pass"] * n_pass
+    return [
+        registry.register_version("m", f"/tmp/ckpt-{i}", tags={"mavin.gate": v, "mavin.gate_report": f"/r/{i}.json"})
+        for i, v in enumerate(verdicts)
+    ]
+
+
+def test_promote_moves_alias_and_appends_audit():
+    v = register(2)
+    r1 = registry.promote("m", v[0], reason="first", who="alice")
+    assert registry.champion_version("m") == v[0] and r1.from_version is None
+    r2 = registry.promote("m", v[1], reason="better STA", who="bob")
+    assert registry.champion_version("m") == v[1]
+    trail = registry.history("m")
+    assert [(r.seq, r.action, r.from_version, r.to_version, r.who) for r in trail] == [
+        (1, "promote", None, v[0], "alice"),
+        (2, "promote", v[0], v[1], "bob"),
+    ]
+    assert trail[1].why == "better STA" and trail[1].gate_report == "/r/1.json" and r2 == trail[1]
+
+
+def test_failed_or_missing_gate_blocks_promotion():
+    v = register(verdicts=["fail"])
+    with pytest.raises(PromotionError, match="gate verdict is 'fail'"):
+        registry.promote("m", v[0], reason="try")
+    assert registry.champion_version("m") is None
+    with pytest.raises(PromotionError, match="no version 9"):
+        registry.promote("m", 9, reason="try")
+
+
+def test_alias_never_moves_backwards_and_rollback_returns_previous():
+    v = register(3)
+    registry.promote("m", v[0], reason="a")
+    registry.promote("m", v[2], reason="c")
+    with pytest.raises(PromotionConflict, match="never moves backwards"):
+        registry.promote("m", v[1], reason="b")
+    rb = registry.rollback("m", reason="latency regression", who="ops")
+    assert (rb.action, rb.from_version, rb.to_version) == ("rollback", v[2], v[0])
+    assert registry.champion_version("m") == v[0]
+    # A second rollback does not re-promote what was rolled back.
+    with pytest.raises(PromotionError, match="no previous champion"):
+        registry.rollback("m", reason="again")
+    assert registry.champion_version("m") == v[0]
+
+
+def test_compare_and_set_conflict():
+    v = register(2)
+    registry.promote("m", v[0], reason="a")
+    with pytest.raises(PromotionConflict, match="another promotion won"):
+        registry.promote("m", v[1], reason="b", expected_champion=None)
+    assert registry.champion_version("m") == v[0]
+
+
+def _promote_in_child(version: str, barrier, queue) -> None:
+    barrier.wait()
+    try:
+        registry.promote("m", version, reason=f"race {version}", expected_champion="1")
+        queue.put((version, "won"))
+    except PromotionConflict as exc:
+        queue.put((version, f"conflict: {exc}"))
+
+
+def test_two_concurrent_promotions_exactly_one_wins():
+    v = register(3)
+    registry.promote("m", v[0], reason="base")
+    ctx = mp.get_context("fork")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_promote_in_child, args=(ver, barrier, queue)) for ver in (v[1], v[2])]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    results = dict(queue.get(timeout=5) for _ in procs)
+    winners = [ver for ver, outcome in results.items() if outcome == "won"]
+    assert len(winners) == 1, results
+    loser = next(ver for ver in results if ver not in winners)
+    assert "another promotion won" in results[loser]
+    assert registry.champion_version("m") == winners[0]
+    assert [r.to_version for r in registry.history("m")] == [v[0], winners[0]]
+
+
+def test_cli_promote_history_rollback(capsys):
+    from mavin_ops.cli import main
+
+    v = register(2)
+    assert main(["promote", "m", v[0], "--reason", "first", "--who", "alice"]) == 0
+    assert main(["promote", "m", v[1], "--reason", "second", "--who", "bob", "--expect-champion", v[0]]) == 0
+    assert main(["rollback", "m", "--reason", "bad latency", "--who", "ops"]) == 0
+    capsys.readouterr()
+    assert main(["history", "m"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"m: champion v{v[0]}"
+    assert "rollback" in out[3] and f"v{v[1]} -> v{v[0]}" in out[3] and "bad latency" in out[3]
+    # A conflicting promotion is a one-line error, exit 2.
+    assert main(["promote", "m", v[1], "--reason", "x", "--expect-champion", "none"]) == 2
+    assert "another promotion won" in capsys.readouterr().err
