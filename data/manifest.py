@@ -23,14 +23,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 __all__ = [
     "MANIFEST",
     "SPLITS",
     "ManifestLine",
+    "atomic_writer",
+    "decode_line",
+    "media_path_problem",
     "media_paths",
     "read_manifest",
     "resolve_media",
@@ -52,38 +56,60 @@ class ManifestLine:
     error: str | None = None
 
 
+def decode_line(lineno: int, text: str) -> ManifestLine | None:
+    """Decode one manifest line: None for a blank line, else a :class:`ManifestLine` whose
+    ``row`` is the JSON object or whose ``error`` says why the line is not one. This is the
+    single rule :func:`read_manifest` and the validator share."""
+    if not text.strip():
+        return None
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return ManifestLine(lineno, text, None, f"malformed JSON at column {exc.colno}: {exc.msg}")
+    if not isinstance(row, dict):
+        return ManifestLine(lineno, text, None, f"expected a JSON object, got {type(row).__name__}")
+    return ManifestLine(lineno, text, row)
+
+
 def read_manifest(root: str | os.PathLike) -> Iterator[ManifestLine]:
     """Yield every non-blank line of ``<root>/manifest.jsonl``. A line that is not a JSON
     object comes back with ``row=None`` and ``error`` set; it never stops the read."""
     path = Path(root) / MANIFEST
     with open(path, encoding="utf-8") as fh:
         for n, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield ManifestLine(n, text, None, f"malformed JSON at column {exc.colno}: {exc.msg}")
-                continue
-            if not isinstance(row, dict):
-                yield ManifestLine(n, text, None, f"expected a JSON object, got {type(row).__name__}")
-                continue
-            yield ManifestLine(n, text, row)
+            line = decode_line(n, text)
+            if line is not None:
+                yield line
 
 
-def write_manifest(root: str | os.PathLike, rows: list[dict[str, Any]], name: str = MANIFEST) -> Path:
-    """Write rows atomically (temporary file, fsync, rename): readers see the old manifest or
-    the new one, never half of one."""
+@contextmanager
+def atomic_writer(root: str | os.PathLike, name: str = MANIFEST, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open ``<root>/<name>`` for writing through a temporary file that is flushed, fsynced
+    and renamed onto the name when the block ends, and removed if it raises: readers see the
+    old file or the new one, never half of one. ``mode`` is ``"w"`` (UTF-8 text) or ``"wb"``."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_writer mode must be 'w' or 'wb', got {mode!r}")
     path = Path(root) / name
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    try:
+        with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(root: str | os.PathLike, rows: Iterable[dict[str, Any]], name: str = MANIFEST) -> Path:
+    """Write rows atomically (see :func:`atomic_writer`). ``rows`` may be any iterable, so
+    a large manifest can stream through."""
+    with atomic_writer(root, name) as fh:
         for row in rows:
             fh.write(json.dumps(row, separators=(",", ":"), sort_keys=False))
             fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return Path(root) / name
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -107,14 +133,27 @@ def media_paths(row: dict[str, Any]) -> list[str]:
     return out
 
 
+def media_path_problem(rel: Any) -> str | None:
+    """The lexical part of the path-safety rule, with no file-system access: why ``rel`` can
+    never be a media path inside a dataset root (empty, absolute, or climbing out with
+    ``..``), or None. :func:`resolve_media` adds the symlink check."""
+    if not isinstance(rel, str):
+        return f"media path {rel!r} is not a string; give a path relative to the dataset root"
+    if not rel:
+        return "media path is empty; give a path relative to the dataset root"
+    if os.path.isabs(rel) or rel.startswith(("/", "\\")):
+        return f"media path '{rel}' is absolute; use a path relative to the dataset root"
+    if ".." in rel and ".." in Path(rel).parts:
+        return f"media path '{rel}' climbs out of the dataset root with '..'"
+    return None
+
+
 def resolve_media(root: str | os.PathLike, rel: str) -> Path:
     """Resolve a manifest media path inside ``root``. Raises ValueError when the path is
     absolute, climbs out with ``..``, or is (or passes through) a symlink leading outside."""
-    if not rel or os.path.isabs(rel) or rel.startswith(("/", "\\")):
-        raise ValueError(f"media path '{rel}' is absolute; use a path relative to the dataset root")
-    parts = Path(rel).parts
-    if ".." in parts:
-        raise ValueError(f"media path '{rel}' climbs out of the dataset root with '..'")
+    problem = media_path_problem(rel)
+    if problem is not None:
+        raise ValueError(problem)
     base = Path(root).resolve()
     target = (base / rel).resolve()
     if target != base and base not in target.parents:

@@ -7,6 +7,7 @@
     mavin-ops promote MODEL VERSION --reason ...         move the champion alias (gate must have passed)
     mavin-ops rollback MODEL --reason ...                back to the previous champion
     mavin-ops history MODEL                              the promotion audit trail
+    mavin-ops compile | submit | schedule                the cluster path (KFP IR YAML, runs, cron)
 
 Errors a user can cause print one line (``mavin-ops: error: ...``) and exit 2; a failed
 pipeline or a failed validation exits 1.
@@ -128,6 +129,60 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- cluster
+
+
+def _profile(args: argparse.Namespace):
+    from mavin_ops.pipelines.cluster import DEFAULT_PROFILE, ClusterProfile
+
+    return ClusterProfile.load(args.profile or DEFAULT_PROFILE)
+
+
+def _arguments(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"--param '{pair}' must look like name=value")
+        key, value = pair.split("=", 1)
+        out[key] = value
+    return out
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from mavin_ops.pipelines.cluster import COMPILED, compile_pipeline
+
+    path = compile_pipeline(_profile(args), args.out or COMPILED)
+    print(f"compiled the release pipeline to {path}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import time
+
+    from mavin_ops.pipelines import cluster
+
+    name = args.run_name or time.strftime("mavin-release-%Y%m%d-%H%M%S", time.gmtime())
+    request = cluster.run_request(_profile(args), args.host, _arguments(args.param), name)
+    if args.dry_run:
+        print(cluster.dumps(request))
+        return 0
+    _print_json(cluster.submit(request))
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from mavin_ops.pipelines import cluster
+
+    request = cluster.recurring_run_request(
+        _profile(args), args.host, _arguments(args.param), args.name, args.cron, args.max_concurrency
+    )
+    if args.dry_run:
+        print(cluster.dumps(request))
+        return 0
+    _print_json(cluster.submit(request))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -195,15 +250,40 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("model", help="registered model name")
     hist.add_argument("--json", action="store_true", help="print JSON records")
     hist.set_defaults(func=_history)
+
+    profile_help = "cluster profile YAML (default: pipelines/profiles/cluster.example.yaml)"
+    comp = sub.add_parser("compile", help="compile the release pipeline to KFP IR YAML with a cluster profile")
+    comp.add_argument("--profile", default=None, help=profile_help)
+    comp.add_argument("--out", default=None, help="output YAML (default: pipelines/release.yaml, the committed copy)")
+    comp.set_defaults(func=_compile)
+
+    subm = sub.add_parser("submit", help="start a release run on a Kubeflow Pipelines endpoint")
+    subm.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.internal")
+    subm.add_argument("--profile", default=None, help=profile_help)
+    subm.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
+    subm.add_argument("--run-name", default=None, help="run display name (default: mavin-release-<UTC time>)")
+    subm.add_argument("--dry-run", action="store_true", help="print the exact request instead of sending it")
+    subm.set_defaults(func=_submit)
+
+    sch = sub.add_parser("schedule", help="create a recurring release run (cron) on a KFP endpoint")
+    sch.add_argument("--host", required=True, help="KFP API endpoint")
+    sch.add_argument("--cron", required=True, help="cron expression, e.g. '0 0 3 * * *' (03:00 daily)")
+    sch.add_argument("--max-concurrency", type=int, default=1, help="runs allowed at once (default: 1, no overlap)")
+    sch.add_argument("--name", default="mavin-release-nightly", help="recurring run name (default: mavin-release-nightly)")
+    sch.add_argument("--profile", default=None, help=profile_help)
+    sch.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
+    sch.add_argument("--dry-run", action="store_true", help="print the exact request instead of sending it")
+    sch.set_defaults(func=_schedule)
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.data.mtss import ScriptError
     from mavin_ops.data.versioning import VersioningError
+    from mavin_ops.pipelines.cluster import ProfileError
     from mavin_ops.registry import PromotionError
 
-    return (UserError, ScriptError, VersioningError, PromotionError, FileNotFoundError, FileExistsError, ValueError, KeyError)
+    return (UserError, ScriptError, VersioningError, PromotionError, ProfileError, FileNotFoundError, FileExistsError, ValueError, KeyError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
