@@ -7,6 +7,7 @@
     mavin-ops promote MODEL VERSION --reason ...         move the champion alias (gate must have passed)
     mavin-ops rollback MODEL --reason ...                back to the previous champion
     mavin-ops history MODEL                              the promotion audit trail
+    mavin-ops lineage MODEL@ALIAS [--html PAGE]          served version -> runs -> data -> commit
     mavin-ops compile | submit | schedule                the cluster path (KFP IR YAML, runs, cron)
 
 Errors a user can cause print one line (``mavin-ops: error: ...``) and exit 2; a failed
@@ -126,6 +127,16 @@ def _history(args: argparse.Namespace) -> int:
         print(f"{args.model}: champion v{registry.champion_version(args.model) or '-'}")
         for record in trail:
             print(record.line())
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    from mavin_ops import lineage
+
+    chain = lineage.lineage(args.model)
+    print(lineage.render_text(chain))
+    if args.html:
+        print(f"page: {lineage.render_html(chain, args.html, title=f'lineage of {args.model}')}")
     return 0
 
 
@@ -251,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--json", action="store_true", help="print JSON records")
     hist.set_defaults(func=_history)
 
+    lin = sub.add_parser("lineage", help="walk a model version back to its data, runs and commit")
+    lin.add_argument("model", help="<model>@<alias|version>, e.g. mavin-tiny@champion")
+    lin.add_argument("--html", default=None, metavar="PAGE", help="also write the chain as an HTML page with a drawn graph")
+    lin.set_defaults(func=_lineage)
+
     profile_help = "cluster profile YAML (default: pipelines/profiles/cluster.example.yaml)"
     comp = sub.add_parser("compile", help="compile the release pipeline to KFP IR YAML with a cluster profile")
     comp.add_argument("--profile", default=None, help=profile_help)
@@ -280,10 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.data.mtss import ScriptError
     from mavin_ops.data.versioning import VersioningError
+    from mavin_ops.lineage import LineageError
     from mavin_ops.pipelines.cluster import ProfileError
     from mavin_ops.registry import PromotionError
 
-    return (UserError, ScriptError, VersioningError, PromotionError, ProfileError, FileNotFoundError, FileExistsError, ValueError, KeyError)
+    return (UserError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError, FileNotFoundError, FileExistsError, ValueError, KeyError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

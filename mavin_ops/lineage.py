@@ -1,0 +1,215 @@
+"""Walk a served model back to where it came from, and draw the chain.
+
+    served Triton version -> registered model version (gate verdict, report) -> release
+    pipeline run -> training stage runs (checkpoints) -> validation report -> dataset
+    version (DVC digest, registry commit) -> code commit
+
+Everything is read from MLflow: the model version's lineage tags (mavin_ops/registry.py),
+the release's parent run (tagged by its release id) and its nested step runs
+(mavin_ops/tracking.py). Missing links are shown as missing, never invented.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mavin_ops import settings
+
+__all__ = ["Link", "LineageError", "lineage", "render_html", "render_text"]
+
+
+class LineageError(LookupError):
+    """The model reference cannot be resolved; names it and what to do."""
+
+
+@dataclass
+class Link:
+    kind: str  # served | model | release | train | validation | dataset | code | step
+    title: str
+    facts: dict[str, str] = field(default_factory=dict)
+    missing: bool = False
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(settings.tracking_uri())
+
+
+def _resolve(model_ref: str):
+    from mlflow.exceptions import MlflowException
+
+    if "@" not in model_ref:
+        raise LineageError(f"'{model_ref}' is not <model>@<alias|version>, e.g. mavin-tiny@champion or mavin-tiny@3")
+    name, ref = model_ref.rsplit("@", 1)
+    c = _client()
+    try:
+        if ref.isdigit():
+            return c.get_model_version(name, ref)
+        return c.get_model_version_by_alias(name, ref)
+    except MlflowException:
+        raise LineageError(f"no model version {model_ref}; see `mavin-ops history {name}`") from None
+
+
+def lineage(model_ref: str) -> list[Link]:
+    """The chain for ``<model>@<alias|version>``, from the served version to the commit."""
+    c = _client()
+    mv = _resolve(model_ref)
+    tags = dict(mv.tags)
+    chain: list[Link] = []
+    served = tags.get("mavin.triton_version")
+    chain.append(
+        Link(
+            "served",
+            f"Triton {tags.get('mavin.triton_model', mv.name)} version {served}" if served else "not published to Triton",
+            {"store": tags.get("mavin.triton_store", "")} if served else {},
+            missing=not served,
+        )
+    )
+    chain.append(
+        Link(
+            "model",
+            f"model {mv.name} v{mv.version}" + (f" [{', '.join(mv.aliases)}]" if getattr(mv, "aliases", None) else ""),
+            {
+                "gate": tags.get("mavin.gate", "unknown"),
+                "gate report": tags.get("mavin.gate_report", ""),
+                "source": mv.source,
+                "checkpoint sha256": tags.get("mavin.checkpoint_sha256", ""),
+            },
+        )
+    )
+    release_id = tags.get("mavin.release_id")
+    parent = None
+    if release_id:
+        found = c.search_runs(
+            [e.experiment_id for e in c.search_experiments()],
+            filter_string=f"tags.`mavin.release_id` = '{release_id}' and tags.`mavin.step` = 'pipeline'",
+            max_results=1,
+        )
+        parent = found[0] if found else None
+    if parent is None:
+        chain.append(Link("release", f"release {release_id or '?'} not found in MLflow", missing=True))
+        return chain
+    ptags = parent.data.tags
+    chain.append(
+        Link(
+            "release",
+            f"release {release_id} [{parent.info.status}]",
+            {"MLflow run": parent.info.run_id, "KFP run": ptags.get("mavin.kfp_run_id", "")},
+        )
+    )
+    children = c.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+        order_by=["attributes.start_time DESC"],
+    )
+    by_step: dict[str, Any] = {}
+    for run in children:
+        by_step.setdefault(run.data.tags.get("mavin.step", run.info.run_name), run)
+    for step in sorted((s for s in by_step if s.startswith("train")), reverse=True):
+        run = by_step[step]
+        chain.append(
+            Link(
+                "train",
+                f"{step} [{run.info.status}]",
+                {
+                    "MLflow run": run.info.run_id,
+                    "checkpoint sha256": run.data.tags.get("mavin.checkpoint_sha256", ""),
+                    "parent checkpoint": run.data.params.get("parent_checkpoint", ""),
+                },
+            )
+        )
+    val = by_step.get("validate_data")
+    chain.append(
+        Link(
+            "validation",
+            f"validation [{val.info.status}]" if val else "validation run not found",
+            {"MLflow run": val.info.run_id, "report": f"{val.info.artifact_uri}/validation/validation.json"} if val else {},
+            missing=val is None,
+        )
+    )
+    digest = ptags.get("mavin.dataset_digest")
+    chain.append(
+        Link(
+            "dataset",
+            f"dataset {ptags.get('mavin.dataset_tag', '?')}" if digest else "dataset version not recorded",
+            {"DVC digest": digest or "", "registry commit": ptags.get("mavin.dataset_commit", "")},
+            missing=not digest,
+        )
+    )
+    chain.append(
+        Link(
+            "code",
+            f"code commit {ptags.get('mavin.git_commit', 'unknown')[:12]}",
+            {"commit": ptags.get("mavin.git_commit", "unknown"), "dirty": ptags.get("mavin.git_dirty", "")},
+            missing=ptags.get("mavin.git_commit", "unknown") == "unknown",
+        )
+    )
+    return chain
+
+
+def render_text(chain: list[Link]) -> str:
+    lines = []
+    for n, link in enumerate(chain):
+        lines.append(("<- " if n else "") + link.title + ("  (missing)" if link.missing else ""))
+        for key, value in link.facts.items():
+            if value:
+                lines.append(f"     {key}: {value}")
+    return "\n".join(lines)
+
+
+_COLOURS = {
+    "served": "#1f77b4",
+    "model": "#9467bd",
+    "release": "#2ca02c",
+    "train": "#ff7f0e",
+    "validation": "#17becf",
+    "dataset": "#8c564b",
+    "code": "#7f7f7f",
+}
+
+
+def render_html(chain: list[Link], path: str | Path, title: str = "mavin-ops lineage") -> Path:
+    """A page with the chain drawn as an SVG graph (boxes joined by arrows, newest on top)
+    and every fact beside its box."""
+    box_w, box_h, gap, x = 420, 64, 40, 20
+    height = len(chain) * (box_h + gap)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{box_w + 2 * x}" height="{height}" font-family="sans-serif">',
+        '<defs><marker id="a" markerWidth="10" markerHeight="10" refX="5" refY="5" orient="auto">'
+        '<path d="M0,0 L10,5 L0,10 z" fill="#444"/></marker></defs>',
+    ]
+    for n, link in enumerate(chain):
+        y = n * (box_h + gap) + 10
+        colour = _COLOURS.get(link.kind, "#444")
+        dash = ' stroke-dasharray="6,4"' if link.missing else ""
+        parts.append(
+            f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="8" fill="white" stroke="{colour}" stroke-width="2"{dash}/>'
+        )
+        parts.append(f'<text x="{x + 12}" y="{y + 24}" font-size="12" fill="{colour}">{html.escape(link.kind.upper())}</text>')
+        parts.append(f'<text x="{x + 12}" y="{y + 46}" font-size="14">{html.escape(link.title[:56])}</text>')
+        if n:
+            parts.append(
+                f'<line x1="{x + box_w / 2}" y1="{y}" x2="{x + box_w / 2}" y2="{y - gap + 4}" stroke="#444" marker-end="url(#a)"/>'
+            )
+    parts.append("</svg>")
+    rows = "".join(
+        f"<tr><td><b>{html.escape(link.kind)}</b></td><td>{html.escape(link.title)}</td><td>"
+        + "<br>".join(f"{html.escape(k)}: <code>{html.escape(v)}</code>" for k, v in link.facts.items() if v)
+        + "</td></tr>"
+        for link in chain
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td{border:1px solid #ccc;padding:6px;vertical-align:top}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>Each box was read from MLflow; dashed boxes are links that are missing.</p>"
+        f"<div style='display:flex;gap:2em'><div>{''.join(parts)}</div><table>{rows}</table></div></body></html>"
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path

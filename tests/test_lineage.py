@@ -1,0 +1,63 @@
+"""`mavin-ops lineage`: from a model version back through the release's runs to the
+dataset version and the commit, read from a real MLflow store."""
+
+from __future__ import annotations
+
+import pytest
+
+from mavin_ops import lineage, registry, tracking
+from mavin_ops.cli import main
+
+
+def fake_release(release_id: str) -> None:
+    """A release's MLflow footprint, written with the same helpers the components use."""
+    with tracking.step_run(release_id, "", "version_data"):
+        parent = tracking.parent_run(release_id)
+        tracking.client().set_tag(parent, "mavin.dataset_digest", "abc123.dir")
+        tracking.client().set_tag(parent, "mavin.dataset_tag", "mavinset-mini-v4")
+        tracking.client().set_tag(parent, "mavin.dataset_commit", "f00d")
+    with tracking.step_run(release_id, "", "validate_data"):
+        pass
+    import mlflow
+
+    with tracking.step_run(release_id, "", "train_joint", {"parent_checkpoint": "sha-of-av"}):
+        mlflow.set_tag("mavin.checkpoint_sha256", "sha-of-joint")
+    tracking.close_parent_run(release_id, "", "SUCCEEDED")
+
+
+def test_lineage_walks_from_served_version_to_commit(tmp_path, capsys):
+    fake_release("rel-1")
+    v = registry.register_version(
+        "m",
+        "/ckpt/joint",
+        tags={"mavin.gate": "pass", "mavin.release_id": "rel-1", "mavin.triton_version": "3", "mavin.gate_report": "/g.json"},
+    )
+    registry.promote("m", v, reason="first")
+    chain = lineage.lineage("m@champion")
+    kinds = [link.kind for link in chain]
+    assert kinds == ["served", "model", "release", "train", "validation", "dataset", "code"]
+    assert chain[0].title.endswith("version 3") and not chain[0].missing
+    assert chain[1].facts["gate"] == "pass" and "champion" in chain[1].title
+    assert chain[2].title.startswith("release rel-1 [FINISHED]")
+    assert chain[3].facts["checkpoint sha256"] == "sha-of-joint" and chain[3].facts["parent checkpoint"] == "sha-of-av"
+    assert chain[5].facts["DVC digest"] == "abc123.dir" and "mavinset-mini-v4" in chain[5].title
+    commit, _ = tracking.git_commit()
+    assert chain[6].facts["commit"] == commit
+    assert main(["lineage", "m@1", "--html", str(tmp_path / "l.html")]) == 0
+    out = capsys.readouterr().out
+    assert "abc123.dir" in out and "sha-of-joint" in out
+    page = (tmp_path / "l.html").read_text()
+    assert page.count("<rect") == 7 and page.count("marker-end") == 6 and "abc123.dir" in page
+
+
+def test_missing_links_are_shown_not_invented():
+    v = registry.register_version("m", "/ckpt", tags={"mavin.gate": "pass", "mavin.release_id": "nope"})
+    chain = lineage.lineage(f"m@{v}")
+    assert chain[0].missing and chain[-1].missing and chain[-1].kind == "release"
+
+
+def test_bad_reference_is_a_clear_error(capsys):
+    with pytest.raises(lineage.LineageError, match="<model>@<alias|version>"):
+        lineage.lineage("m")
+    assert main(["lineage", "ghost@champion"]) == 2
+    assert "no model version ghost@champion" in capsys.readouterr().err
