@@ -1,0 +1,532 @@
+"""The release gate: absolute floors, and non-regression against the champion decided with a
+paired bootstrap confidence interval over benchmark clips.
+
+Policy file (YAML; the default is ``evaluation/gate_policy.yaml``)::
+
+    version: 1
+    bootstrap: {resamples: 2000, confidence: 0.95, seed: 0}
+    metrics:
+      sta:  {min: 0.80, tolerance: 0.02}     # higher is better: a floor
+      shot_boundary_deviation: {max: 1.0, tolerance: 0.25}   # lower is better: a ceiling
+      val_loss_video: {tolerance: 0.05}      # no floor, non-regression only
+
+For every metric in the policy:
+
+1. The challenger's aggregate value must exist and be finite, and no clip may be NaN.
+2. Floor: ``mean >= min`` and / or ``mean <= max``.
+3. Non-regression (when a champion exists and the metric has a ``tolerance``): per clip,
+   ``d = challenger - champion`` oriented so that positive is better (negated for
+   lower-is-better metrics); ``B`` resamples of the clips with replacement (fixed seed) give
+   the bootstrap distribution of the mean of ``d``; the gate passes when the lower bound of
+   the ``confidence`` interval is ``>= -tolerance``. Clips where either side has no value
+   (e.g. "no pairs") are left out of the pairing; zero paired clips fails. Run-level
+   metrics (validation losses) have one value per run and are compared directly.
+
+The whole gate fails with a reason when the challenger has no benchmark clips, or when the
+champion was evaluated on a different benchmark (digest). With no champion (no registered
+model, or no ``champion`` alias) only the floors apply.
+
+The champion's per-clip metrics.json is found from the model version behind the alias: the
+version tag :data:`METRICS_TAG` (a local path or an artifact URI such as ``runs:/<id>/...``)
+when set, else the artifact :data:`METRICS_ARTIFACT` of the version's run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from mavin_ops.evaluation.metrics import METRICS
+from mavin_ops.evaluation.results import MetricsFileError, read_metrics, write_json
+
+__all__ = [
+    "CHAMPION_ALIAS",
+    "DEFAULT_MODEL_NAME",
+    "DEFAULT_POLICY",
+    "GATE_HTML",
+    "GATE_JSON",
+    "METRICS_ARTIFACT",
+    "METRICS_TAG",
+    "Champion",
+    "GateDecision",
+    "GatePolicy",
+    "MetricCheck",
+    "MetricRule",
+    "PolicyError",
+    "decide",
+    "load_champion",
+    "load_policy",
+    "paired_bootstrap_ci",
+    "run_gate",
+]
+
+DEFAULT_POLICY = Path(__file__).with_name("gate_policy.yaml")
+DEFAULT_MODEL_NAME = "mavin"
+CHAMPION_ALIAS = "champion"
+#: Model-version tag holding the location of that version's metrics.json.
+METRICS_TAG = "mavin.metrics_json"
+#: Where :func:`mavin_ops.evaluation.runner.evaluate_dir` logs metrics.json in its run.
+METRICS_ARTIFACT = "evaluation/metrics.json"
+GATE_JSON = "gate.json"
+GATE_HTML = "gate.html"
+
+_RULE_KEYS = ("min", "max", "tolerance")
+_BOOTSTRAP_KEYS = ("resamples", "confidence", "seed")
+
+
+class PolicyError(ValueError):
+    """A gate policy file that cannot be used: names the file, the field and the fix."""
+
+
+# --------------------------------------------------------------------------- policy
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRule:
+    """One metric's rule: optional floor ``min`` / ceiling ``max`` on the aggregate mean,
+    optional non-regression ``tolerance`` (in the metric's own units)."""
+
+    name: str
+    min: float | None = None
+    max: float | None = None
+    tolerance: float | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.name].higher_is_better
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    rules: tuple[MetricRule, ...]
+    resamples: int = 2000
+    confidence: float = 0.95
+    seed: int = 0
+    source: str = "<memory>"
+    digest: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "digest": self.digest,
+            "bootstrap": {"resamples": self.resamples, "confidence": self.confidence, "seed": self.seed},
+            "metrics": {r.name: {k: getattr(r, k) for k in _RULE_KEYS if getattr(r, k) is not None} for r in self.rules},
+        }
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise PolicyError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def parse_policy(data: Any, source: str = "<memory>") -> GatePolicy:
+    """Check a decoded policy and build a :class:`GatePolicy`; every error is one line that
+    names the file and field."""
+    if not isinstance(data, Mapping):
+        raise PolicyError(f"{source}: a gate policy must be a mapping with a 'metrics' section")
+    unknown_top = sorted(set(data) - {"version", "bootstrap", "metrics"})
+    if unknown_top:
+        raise PolicyError(f"{source}: unknown section '{unknown_top[0]}'; allowed: version, bootstrap, metrics")
+    if data.get("version", 1) != 1:
+        raise PolicyError(f"{source}: version: {data.get('version')!r} is not supported; use version: 1")
+    boot = data.get("bootstrap") or {}
+    if not isinstance(boot, Mapping):
+        raise PolicyError(f"{source}: bootstrap: expected a mapping with {', '.join(_BOOTSTRAP_KEYS)}")
+    for key in boot:
+        if key not in _BOOTSTRAP_KEYS:
+            raise PolicyError(f"{source}: bootstrap.{key}: unknown key; allowed: {', '.join(_BOOTSTRAP_KEYS)}")
+    resamples = boot.get("resamples", 2000)
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
+        raise PolicyError(f"{source}: bootstrap.resamples: expected an integer >= 100, got {resamples!r}")
+    confidence = _number(boot.get("confidence", 0.95), f"{source}: bootstrap.confidence")
+    if not 0.5 <= confidence < 1.0:
+        raise PolicyError(f"{source}: bootstrap.confidence: expected a value in [0.5, 1), got {confidence}")
+    seed = boot.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise PolicyError(f"{source}: bootstrap.seed: expected a non-negative integer, got {seed!r}")
+
+    metrics = data.get("metrics")
+    if not isinstance(metrics, Mapping) or not metrics:
+        raise PolicyError(f"{source}: metrics: expected a non-empty mapping of metric name to rule")
+    rules = []
+    for name, rule in metrics.items():
+        where = f"{source}: metrics.{name}"
+        if name not in METRICS:
+            raise PolicyError(f"{where}: unknown metric '{name}'; allowed names: {', '.join(METRICS)}")
+        if not isinstance(rule, Mapping):
+            raise PolicyError(f"{where}: expected a mapping with any of {', '.join(_RULE_KEYS)}")
+        for key in rule:
+            if key not in _RULE_KEYS:
+                raise PolicyError(f"{where}.{key}: unknown key; allowed: {', '.join(_RULE_KEYS)}")
+        vals = {k: (None if rule.get(k) is None else _number(rule[k], f"{where}.{k}")) for k in _RULE_KEYS}
+        if all(v is None for v in vals.values()):
+            raise PolicyError(f"{where}: the rule sets nothing; give a min, a max or a tolerance")
+        if vals["tolerance"] is not None and vals["tolerance"] < 0:
+            raise PolicyError(f"{where}.tolerance: must be >= 0, got {vals['tolerance']}")
+        if vals["min"] is not None and vals["max"] is not None and vals["min"] > vals["max"]:
+            raise PolicyError(f"{where}: min {vals['min']} is above max {vals['max']}")
+        rules.append(MetricRule(str(name), vals["min"], vals["max"], vals["tolerance"]))
+    return GatePolicy(tuple(rules), int(resamples), float(confidence), int(seed), source)
+
+
+def load_policy(path: str | os.PathLike | None = None) -> GatePolicy:
+    """Read a YAML policy file (default :data:`DEFAULT_POLICY`)."""
+    import yaml
+
+    path = Path(path) if path else DEFAULT_POLICY
+    if not path.is_file():
+        raise PolicyError(f"{path}: no such gate policy file; pass an existing YAML file or omit it for the default")
+    raw = path.read_bytes()
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    policy = parse_policy(data, str(path))
+    return GatePolicy(policy.rules, policy.resamples, policy.confidence, policy.seed, str(path), hashlib.sha256(raw).hexdigest())
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def paired_bootstrap_ci(
+    diffs: np.ndarray, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of paired differences: resample the clips
+    with replacement ``resamples`` times (``numpy.random.default_rng(seed)``), take each
+    resample's mean, return the ``(1-c)/2`` and ``(1+c)/2`` quantiles."""
+    d = np.asarray(diffs, dtype=np.float64).ravel()
+    if d.size == 0:
+        raise ValueError("a bootstrap needs at least one paired difference")
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples, dtype=np.float64)
+    chunk = max(1, 2_000_000 // d.size)
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
+        idx = rng.integers(0, d.size, size=(stop - start, d.size))
+        means[start:stop] = d[idx].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------- champion
+
+
+@dataclass
+class Champion:
+    """The model version behind the ``champion`` alias and its metrics (or why they could
+    not be read)."""
+
+    model_name: str
+    version: str
+    run_id: str | None
+    source: str  # where its metrics.json came from
+    metrics: dict[str, Any] | None
+    error: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        bench = (self.metrics or {}).get("benchmark", {})
+        return {
+            "model_name": self.model_name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "source": self.source,
+            "benchmark": {"id": bench.get("id"), "digest": bench.get("digest")},
+            "error": self.error,
+        }
+
+
+def load_champion(model_name: str, tracking_uri: str | None = None, alias: str = CHAMPION_ALIAS) -> Champion | None:
+    """The champion of ``model_name`` in the MLflow registry, or ``None`` when the model or
+    the alias does not exist yet. A champion whose metrics.json cannot be read comes back
+    with ``error`` set (the gate then fails: non-regression cannot be checked)."""
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from mavin_ops import settings
+
+    uri = tracking_uri or settings.tracking_uri()
+    client = MlflowClient(uri)
+    try:
+        mv = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    where = str(mv.tags.get(METRICS_TAG) or "")
+    try:
+        if where and "://" not in where and Path(where).exists():
+            source, path = where, Path(where)
+        else:
+            tmp = tempfile.mkdtemp(prefix="mavin-champion-")
+            if where:
+                source = where
+                path = Path(mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=tmp, tracking_uri=uri))
+            elif mv.run_id:
+                source = f"runs:/{mv.run_id}/{METRICS_ARTIFACT}"
+                path = Path(
+                    mlflow.artifacts.download_artifacts(
+                        run_id=mv.run_id, artifact_path=METRICS_ARTIFACT, dst_path=tmp, tracking_uri=uri
+                    )
+                )
+            else:
+                return Champion(model_name, str(mv.version), None, "", None,
+                                f"champion {model_name} v{mv.version} has no run and no '{METRICS_TAG}' tag; tag the version with its metrics.json location")
+        return Champion(model_name, str(mv.version), mv.run_id, source, read_metrics(path))
+    except (MlflowException, OSError, MetricsFileError) as exc:
+        msg = " ".join(str(exc).split())
+        return Champion(model_name, str(mv.version), mv.run_id, where, None,
+                        f"cannot read the metrics.json of champion {model_name} v{mv.version}: {msg}")
+
+
+# --------------------------------------------------------------------------- decision
+
+
+@dataclass
+class MetricCheck:
+    """The verdict on one metric, with every number the report shows."""
+
+    name: str
+    higher_is_better: bool
+    per_clip: bool
+    floor_min: float | None
+    floor_max: float | None
+    tolerance: float | None
+    challenger: float | None = None
+    challenger_count: int = 0
+    champion: float | None = None
+    paired: int = 0
+    diff_mean: float | None = None  # oriented: positive = challenger better
+    ci_low: float | None = None
+    ci_high: float | None = None
+    floor_ok: bool | None = None
+    regression_ok: bool | None = None  # None: not checked (no champion / no tolerance)
+    passed: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GateDecision:
+    """The gate's answer. ``passed`` is the only thing the pipeline branches on; the rest
+    explains it."""
+
+    passed: bool
+    reasons: list[str]
+    checks: list[MetricCheck]
+    benchmark: dict[str, Any]
+    champion: dict[str, Any] | None
+    policy: dict[str, Any]
+    challenger_source: str = ""
+    created_at: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else "fail"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["verdict"] = self.verdict
+        return out
+
+    def summary(self) -> str:
+        """One line for logs: the verdict and the first reasons."""
+        if self.passed:
+            return f"gate: pass ({len(self.checks)} metrics checked)"
+        shown = "; ".join(self.reasons[:3]) + (f" (+{len(self.reasons) - 3} more)" if len(self.reasons) > 3 else "")
+        return f"gate: fail: {shown}"
+
+
+def _clip_values(metrics: dict[str, Any], name: str) -> dict[str, Any]:
+    return {c["id"]: c["metrics"].get(name) for c in metrics.get("clips", []) if name in c.get("metrics", {})}
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and not math.isfinite(v)
+
+
+def _check_metric(
+    rule: MetricRule, policy: GatePolicy, chal: dict[str, Any], champ: dict[str, Any] | None
+) -> MetricCheck:
+    info = METRICS[rule.name]
+    chk = MetricCheck(rule.name, info.higher_is_better, info.per_clip, rule.min, rule.max, rule.tolerance)
+    sign = 1.0 if info.higher_is_better else -1.0
+    agg = chal.get("metrics", {}).get(rule.name)
+    if not isinstance(agg, dict):
+        chk.reasons.append(f"{rule.name}: missing from the challenger's metrics.json")
+        return chk
+    chk.challenger, chk.challenger_count = agg.get("mean"), int(agg.get("count") or 0)
+    bad_clips = sorted(cid for cid, v in _clip_values(chal, rule.name).items() if _is_nan(v)) if info.per_clip else []
+    if bad_clips:
+        chk.reasons.append(f"{rule.name}: NaN in {len(bad_clips)} clip(s) ({', '.join(bad_clips[:5])})")
+    if chk.challenger is None:
+        chk.reasons.append(f"{rule.name}: missing: no benchmark clip has a value")
+    elif _is_nan(chk.challenger) or not isinstance(chk.challenger, (int, float)):
+        chk.reasons.append(f"{rule.name}: challenger value is {chk.challenger!r}, not a finite number")
+        chk.challenger = None
+    if chk.reasons:
+        return chk
+
+    value = float(chk.challenger)
+    chk.floor_ok = True
+    if rule.min is not None and value < rule.min:
+        chk.floor_ok = False
+        chk.reasons.append(f"{rule.name}: {value:.4g} is below the floor {rule.min:.4g}")
+    if rule.max is not None and value > rule.max:
+        chk.floor_ok = False
+        chk.reasons.append(f"{rule.name}: {value:.4g} is above the ceiling {rule.max:.4g}")
+
+    if champ is not None and rule.tolerance is not None:
+        cagg = champ.get("metrics", {}).get(rule.name)
+        cmean = cagg.get("mean") if isinstance(cagg, dict) else None
+        chk.champion = cmean if isinstance(cmean, (int, float)) else None
+        if cagg is None:
+            chk.reasons.append(f"{rule.name}: the champion's metrics.json has no value, cannot check non-regression; re-evaluate the champion")
+            chk.regression_ok = False
+        elif info.per_clip:
+            a, b = _clip_values(chal, rule.name), _clip_values(champ, rule.name)
+            if any(_is_nan(v) for v in b.values()):
+                chk.reasons.append(f"{rule.name}: the champion has NaN clip values; re-evaluate the champion")
+                chk.regression_ok = False
+            else:
+                ids = sorted(cid for cid in a if cid in b and a[cid] is not None and b[cid] is not None)
+                chk.paired = len(ids)
+                if not ids:
+                    chk.reasons.append(f"{rule.name}: no benchmark clip has a value for both challenger and champion")
+                    chk.regression_ok = False
+                else:
+                    d = sign * (np.array([a[i] for i in ids], dtype=np.float64) - np.array([b[i] for i in ids], dtype=np.float64))
+                    chk.diff_mean = float(d.mean())
+                    chk.ci_low, chk.ci_high = paired_bootstrap_ci(d, policy.resamples, policy.confidence, policy.seed)
+                    chk.regression_ok = chk.ci_low >= -rule.tolerance - 1e-12
+                    if not chk.regression_ok:
+                        chk.reasons.append(
+                            f"{rule.name}: regression vs champion: {int(policy.confidence * 100)}% CI of the paired "
+                            f"difference [{chk.ci_low:.4g}, {chk.ci_high:.4g}] goes below -{rule.tolerance:.4g}"
+                        )
+        else:
+            if chk.champion is None or _is_nan(chk.champion):
+                chk.reasons.append(f"{rule.name}: the champion's value is {cmean!r}; re-evaluate the champion")
+                chk.regression_ok = False
+            else:
+                diff = sign * (value - float(chk.champion))
+                chk.diff_mean = chk.ci_low = chk.ci_high = diff
+                chk.regression_ok = diff >= -rule.tolerance - 1e-12
+                if not chk.regression_ok:
+                    chk.reasons.append(f"{rule.name}: regression vs champion: {value:.4g} vs {chk.champion:.4g} is worse by more than {rule.tolerance:.4g}")
+    chk.passed = not chk.reasons
+    return chk
+
+
+def decide(
+    challenger: dict[str, Any],
+    policy: GatePolicy,
+    champion: Champion | None = None,
+    challenger_source: str = "",
+) -> GateDecision:
+    """Apply ``policy`` to the challenger's metrics (a decoded metrics.json) and, when given,
+    the champion's. Pure: no I/O."""
+    reasons: list[str] = []
+    bench = challenger.get("benchmark", {})
+    n_clips = len(challenger.get("clips", []))
+    if n_clips == 0:
+        reasons.append("no benchmark clips in the challenger's metrics.json; evaluate on a non-empty benchmark")
+    champ_metrics = None
+    if champion is not None:
+        if champion.error:
+            reasons.append(champion.error)
+        else:
+            champ_metrics = champion.metrics
+            cb = (champ_metrics or {}).get("benchmark", {})
+            if cb.get("digest") != bench.get("digest"):
+                reasons.append(
+                    f"benchmark mismatch: challenger evaluated on {bench.get('id')} ({str(bench.get('digest'))[:12]}), "
+                    f"champion v{champion.version} on {cb.get('id')} ({str(cb.get('digest'))[:12]}); re-evaluate the champion on this benchmark"
+                )
+                champ_metrics = None
+    checks = [_check_metric(rule, policy, challenger, champ_metrics) for rule in policy.rules]
+    for chk in checks:
+        reasons.extend(chk.reasons)
+    return GateDecision(
+        passed=not reasons,
+        reasons=reasons,
+        checks=checks,
+        benchmark={"id": bench.get("id"), "digest": bench.get("digest"), "n_clips": n_clips},
+        champion=champion.summary() if champion is not None else None,
+        policy=policy.to_dict(),
+        challenger_source=challenger_source,
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_gate(
+    metrics_path: str | os.PathLike,
+    policy_path: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike = ".",
+    *,
+    model_name: str = DEFAULT_MODEL_NAME,
+    tracking_uri: str | None = None,
+    champion_metrics_path: str | os.PathLike | None = None,
+    run_id: str | None = None,
+) -> GateDecision:
+    """Decide the gate for the metrics.json at ``metrics_path``; write ``gate.json`` and
+    ``gate.html`` to ``out_dir``; log both (and ``gate/passed``) to MLflow when a run is
+    active or ``run_id`` is given.
+
+    The champion comes from ``champion_metrics_path`` when given (a file, no registry
+    lookup), else from the registry's ``champion`` alias of ``model_name``. A metrics file
+    or policy that cannot be read raises with a one-line message (the CLI shows it).
+    """
+    from mavin_ops.evaluation.report import render_gate_html
+
+    policy = load_policy(policy_path)
+    challenger = read_metrics(metrics_path)
+    if champion_metrics_path is not None:
+        try:
+            champion: Champion | None = Champion(model_name, "file", None, str(champion_metrics_path), read_metrics(champion_metrics_path))
+        except MetricsFileError as exc:
+            champion = Champion(model_name, "file", None, str(champion_metrics_path), None, f"cannot read the champion's metrics: {exc}")
+    else:
+        champion = load_champion(model_name, tracking_uri)
+    decision = decide(challenger, policy, champion, challenger_source=str(metrics_path))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / GATE_JSON, decision.to_dict())
+    (out / GATE_HTML).write_text(render_gate_html(decision), encoding="utf-8")
+    _log_gate(decision, out, run_id, tracking_uri)
+    return decision
+
+
+def _log_gate(decision: GateDecision, out: Path, run_id: str | None, tracking_uri: str | None) -> None:
+    import mlflow
+
+    if run_id is None and mlflow.active_run() is None:
+        return
+    if run_id is not None:
+        from mlflow.tracking import MlflowClient
+
+        from mavin_ops import settings
+
+        client = MlflowClient(tracking_uri or settings.tracking_uri())
+        client.log_metric(run_id, "gate/passed", 1.0 if decision.passed else 0.0)
+        client.set_tag(run_id, "mavin.gate", decision.verdict)
+        client.log_artifact(run_id, str(out / GATE_JSON), "gate")
+        client.log_artifact(run_id, str(out / GATE_HTML), "gate")
+        return
+    mlflow.log_metric("gate/passed", 1.0 if decision.passed else 0.0)
+    mlflow.set_tag("mavin.gate", decision.verdict)
+    mlflow.log_artifact(str(out / GATE_JSON), "gate")
+    mlflow.log_artifact(str(out / GATE_HTML), "gate")

@@ -1,0 +1,583 @@
+"""Evaluation runner: every metric for every generated clip, aggregated, written to
+``metrics.json`` and logged to MLflow.
+
+Inputs are generated clips (frames + waveform) and the benchmark they were generated from
+(scripts, reference media, world truth). Two entry points:
+
+- :func:`evaluate_clips` scores in-memory clips (anything shaped like
+  :class:`mavin_ops.data.media.Clip`) and returns the metrics.json content;
+- :func:`evaluate_dir` reads a generated directory in the dataset layout
+  (``manifest.jsonl`` rows with ``id``, ``video``, ``audio``) against a benchmark dataset
+  directory (the ``eval`` split), writes ``metrics.json`` and logs it.
+
+Per clip (definitions in :mod:`mavin_ops.evaluation.metrics`):
+
+- ``sta``, ``shot_boundary_deviation``, ``shot_boundary_unmatched``: detected cuts vs the
+  script's shot starts (frame ``round(start * fps)``);
+- ``tams``: detected speech vs the union of the script's dialogue intervals;
+- ``cisc``: over every pair of shots that cite the same character (person, animal or
+  object) and every such shared character, the cosine of that character's features in the
+  two shots; a character the script puts in a shot but whose region shows nothing of it
+  scores 0 against the other shot;
+- ``bisc``: over every pair of shots that cite the same ``scene`` entity, the cosine of
+  their background features;
+- ``vc``: per customized role with a reference image, the mean over the shots it is in of
+  the cosine between its look there and the reference image's look; the clip's value is
+  the mean over roles;
+- ``ac``: per customized role with a reference voice, the cosine between the voice inside
+  its dialogue intervals (minus times another role speaks) and the reference voice; silence
+  there scores 0; the clip's value is the mean over roles.
+
+Undefined values (no pairs, no customized role) are ``null`` with the reason in
+``notes``; aggregation leaves them out and counts what it used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Protocol
+
+import numpy as np
+
+from mavin_ops.evaluation import metrics as M
+from mavin_ops.evaluation.detectors import DetectorSuite, build_suite
+from mavin_ops.evaluation.regions import ShotRegions, foreground_mask, layouts_from_world, locate
+from mavin_ops.evaluation.results import METRICS_FILE, SCHEMA, benchmark_digest, write_json
+
+__all__ = [
+    "CHARACTER_CATEGORIES",
+    "DEFAULT_CONFIG_FILE",
+    "PER_CLIP_METRICS",
+    "ClipLike",
+    "EvalConfig",
+    "EvaluationError",
+    "evaluate_clip",
+    "evaluate_clips",
+    "evaluate_dir",
+    "load_config",
+    "read_val_metrics",
+]
+
+DEFAULT_CONFIG_FILE = Path(__file__).with_name("eval_config.yaml")
+PER_CLIP_METRICS = tuple(name for name, info in M.METRICS.items() if info.per_clip)
+RUN_METRICS = tuple(name for name, info in M.METRICS.items() if not info.per_clip)
+CHARACTER_CATEGORIES = ("person", "animal", "object")
+#: Keys the runner accepts from the training code's validation metrics.
+VAL_KEYS = RUN_METRICS
+
+
+class EvaluationError(ValueError):
+    """Inputs the runner cannot evaluate: names the clip, file or field and the fix."""
+
+
+class ClipLike(Protocol):
+    """What the runner needs of a clip (:class:`mavin_ops.data.media.Clip` has it all)."""
+
+    id: str
+    frames: np.ndarray  # (F, H, W, 3) uint8
+    waveform: np.ndarray  # (T,) float32
+    sample_rate: int
+    fps: int
+    script: Any  # mtss.Script
+    row: dict[str, Any]  # the benchmark's manifest row (its "world" is used when present)
+    ref_images: dict[str, np.ndarray]
+    ref_audio: dict[str, np.ndarray]
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings; ``detectors`` is the section :func:`detectors.build_suite` reads.
+
+    ``sta_delta_frames`` (when set) or ``sta_delta_seconds`` x fps is the STA penalty and
+    match window delta (MAVIN eq. S9). ``cisc_features`` picks the extractor for CISC:
+    ``look`` (the identity embedder on each character's region, default) or
+    ``shot_features`` (the shot extractor, as the paper does with ViCLIP). ``regions``
+    tunes :func:`regions.locate`. ``split`` is the benchmark split evaluated.
+    """
+
+    sta_delta_seconds: float = M.DEFAULT_STA_DELTA_SECONDS
+    sta_delta_frames: int | None = None
+    cisc_features: str = "look"
+    split: str = "eval"
+    regions: dict[str, float] = field(
+        default_factory=lambda: {"wall_fraction": 0.6, "min_share": 0.02, "tol": 4.0, "coverage": 0.9}
+    )
+    detectors: dict[str, Any] = field(default_factory=dict)
+
+    def delta(self, fps: float) -> int:
+        if self.sta_delta_frames is not None:
+            return int(self.sta_delta_frames)
+        return M.default_sta_delta(fps, self.sta_delta_seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(config: str | os.PathLike | Mapping[str, Any] | EvalConfig | None = None) -> EvalConfig:
+    """An :class:`EvalConfig` from a YAML file, a mapping, or the defaults; unknown keys and
+    bad values are one-line errors naming the file and key."""
+    if isinstance(config, EvalConfig):
+        return config
+    source = "evaluation config"
+    if config is None:
+        return EvalConfig()
+    if isinstance(config, (str, os.PathLike)):
+        import yaml
+
+        path = Path(config)
+        source = str(path)
+        if not path.is_file():
+            raise EvaluationError(f"{path}: no such evaluation config file; pass an existing YAML file or omit it for the defaults")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise EvaluationError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    else:
+        data = dict(config)
+    if not isinstance(data, Mapping):
+        raise EvaluationError(f"{source}: expected a mapping of settings")
+    names = [f.name for f in dataclasses.fields(EvalConfig)]
+    for key in data:
+        if key not in names:
+            raise EvaluationError(f"{source}: unknown key '{key}'; allowed: {', '.join(names)}")
+    cfg = EvalConfig(**{k: v for k, v in data.items() if k != "regions"})
+    if "regions" in data:
+        regions = data["regions"] or {}
+        allowed = ("wall_fraction", "min_share", "tol", "coverage", "bins")
+        for key in regions:
+            if key not in allowed:
+                raise EvaluationError(f"{source}: regions.{key}: unknown key; allowed: {', '.join(allowed)}")
+        cfg.regions = {**EvalConfig().regions, **regions}
+    if cfg.cisc_features not in ("look", "shot_features"):
+        raise EvaluationError(f"{source}: cisc_features: '{cfg.cisc_features}' is not 'look' or 'shot_features'")
+    if cfg.sta_delta_frames is not None and (not isinstance(cfg.sta_delta_frames, int) or cfg.sta_delta_frames < 1):
+        raise EvaluationError(f"{source}: sta_delta_frames: expected a positive integer, got {cfg.sta_delta_frames!r}")
+    if not (isinstance(cfg.sta_delta_seconds, (int, float)) and cfg.sta_delta_seconds > 0):
+        raise EvaluationError(f"{source}: sta_delta_seconds: expected a positive number, got {cfg.sta_delta_seconds!r}")
+    if not isinstance(cfg.detectors, Mapping):
+        raise EvaluationError(f"{source}: detectors: expected a mapping of kind to detector config")
+    return cfg
+
+
+# --------------------------------------------------------------------------- one clip
+
+
+def _intervals(spans: Iterable[Any]) -> list[M.Interval]:
+    return [(float(s.start), float(s.end)) for s in spans]
+
+
+def _subtract(a: list[M.Interval], b: list[M.Interval]) -> list[M.Interval]:
+    """``a`` minus the union of ``b``."""
+    out = []
+    ub = M.union_intervals(b)
+    for s, e in M.union_intervals(a):
+        cur = s
+        for bs, be in ub:
+            if be <= cur or bs >= e:
+                continue
+            if bs > cur:
+                out.append((cur, bs))
+            cur = max(cur, be)
+        if cur < e:
+            out.append((cur, e))
+    return out
+
+
+def _samples(waveform: np.ndarray, spans: list[M.Interval], sr: int) -> np.ndarray:
+    parts = [waveform[int(round(s * sr)) : int(round(e * sr))] for s, e in spans]
+    parts = [p for p in parts if p.size]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def _cos_or_zero(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Cosine, 0 when a side is missing (nothing of it was found). NaN stays NaN."""
+    if a is None or b is None or a.size == 0 or b.size == 0:
+        return 0.0
+    return M.cosine(a, b)
+
+
+def evaluate_clip(clip: ClipLike, suite: DetectorSuite, config: EvalConfig | None = None) -> dict[str, Any]:
+    """Every per-clip metric of one clip: ``{"id", "metrics", "notes", "details"}``."""
+    cfg = config or EvalConfig()
+    script = clip.script
+    frames = np.asarray(clip.frames)
+    waveform = np.asarray(clip.waveform, dtype=np.float32)
+    fps, sr = float(clip.fps), int(clip.sample_rate)
+    n_frames = int(frames.shape[0])
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or n_frames < 1:
+        raise EvaluationError(f"clip {clip.id}: frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
+    values: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
+    details: dict[str, Any] = {"frames": n_frames, "fps": fps, "sample_rate": sr}
+
+    # -- shot transitions: STA (MAVIN eq. S9) and shot boundary deviation (MTSS)
+    delta = cfg.delta(fps)
+    scripted = M.script_cut_frames([s.time_range.start for s in script.shot], fps, n_frames)
+    predicted = sorted(int(k) for k in suite.cuts.detect(frames, fps))
+    match = M.match_cuts(predicted, scripted, delta)
+    values["sta"] = math.exp(-match.cost / n_frames)
+    values["shot_boundary_unmatched"] = float(match.n_unmatched)
+    if match.pairs:
+        values["shot_boundary_deviation"] = match.total_offset / len(match.pairs)
+    else:
+        values["shot_boundary_deviation"] = None
+        notes["shot_boundary_deviation"] = "no cuts scripted" if not scripted and not predicted else "no matched cuts"
+    details["cuts"] = {
+        "delta": delta,
+        "scripted": scripted,
+        "predicted": predicted,
+        "pairs": [list(p) for p in match.pairs],
+        "missing": list(match.unmatched_scripted),
+        "extra": list(match.unmatched_predicted),
+    }
+
+    # -- speech timing: TAMS (MAVIN eq. S7)
+    dialogue = [e for e in script.event if e.type == "dialogue"]
+    scripted_speech = M.union_intervals((e.time_range.start, e.time_range.end) for e in dialogue)
+    detected_speech = suite.speech.detect(waveform, sr)
+    values["tams"] = M.tams(detected_speech, scripted_speech)
+    if not scripted_speech and not detected_speech:
+        notes["tams"] = "no dialogue scripted and no speech detected: 1 by definition"
+    details["speech"] = {"scripted": [list(x) for x in scripted_speech], "detected": [list(x) for x in detected_speech]}
+
+    # -- shots: regions and features
+    categories = {e.id: e.category for e in script.reference}
+    layouts = layouts_from_world((clip.row or {}).get("world"))
+    ranges = M.shot_frame_ranges([(s.time_range.start, s.time_range.end) for s in script.shot], fps, n_frames)
+    cisc_extractor = suite.look if cfg.cisc_features == "look" else suite.shot_features
+    bg_feat: dict[str, np.ndarray] = {}
+    char_feat: dict[tuple[str, str], np.ndarray | None] = {}
+    look_feat: dict[tuple[str, str], np.ndarray | None] = {}
+    localised = []
+    region_kw = {k: v for k, v in cfg.regions.items()}
+    for shot, (a, b) in zip(script.shot, ranges):
+        if b <= a:
+            continue
+        sf = frames[a:b]
+        layout = layouts.get(shot.id)
+        reg: ShotRegions = locate(sf, layout, **region_kw)
+        localised.append(reg.localised)
+        bg_feat[shot.id] = suite.shot_features.features(sf, reg.background if reg.localised else None)
+        for rid in shot.references_in_shot:
+            if categories.get(rid) not in CHARACTER_CATEGORIES:
+                continue
+            # None: no layout, or the layout does not place this character -> whole shot
+            mask = reg.characters.get(rid) if reg.localised else None
+            visible = mask is None or bool(mask.any())
+            feat = cisc_extractor.features(sf, mask) if visible else None
+            char_feat[(shot.id, rid)] = feat
+            look_feat[(shot.id, rid)] = (
+                feat if cisc_extractor is suite.look else (suite.look.features(sf, mask) if visible else None)
+            )
+    details["localised"] = bool(localised) and all(localised)
+    if localised and not all(localised):
+        details["localised_shots"] = localised
+
+    # -- CISC / BISC (MAVIN eq. S8)
+    shots = [s for s, (a, b) in zip(script.shot, ranges) if b > a]
+    cisc_pairs: list[M.PairScore] = []
+    bisc_pairs: list[M.PairScore] = []
+    for si, sj in itertools.combinations(shots, 2):
+        shared = [r for r in si.references_in_shot if r in sj.references_in_shot]
+        for rid in shared:
+            cat = categories.get(rid)
+            if cat in CHARACTER_CATEGORIES:
+                cos = _cos_or_zero(char_feat.get((si.id, rid)), char_feat.get((sj.id, rid)))
+                cisc_pairs.append(M.PairScore(si.id, sj.id, rid, cos))
+            elif cat == "scene":
+                bisc_pairs.append(M.PairScore(si.id, sj.id, rid, M.cosine(bg_feat[si.id], bg_feat[sj.id])))
+    values["cisc"] = M.pair_consistency(cisc_pairs)
+    values["bisc"] = M.pair_consistency(bisc_pairs)
+    if not cisc_pairs:
+        notes["cisc"] = "no pairs: no two shots share a character"
+    if not bisc_pairs:
+        notes["bisc"] = "no pairs: no two shots share a scene"
+    details["cisc_pairs"] = [[p.i, p.j, p.key, p.cosine] for p in cisc_pairs]
+    details["bisc_pairs"] = [[p.i, p.j, p.key, p.cosine] for p in bisc_pairs]
+
+    # -- identity: VC (look vs reference image), AC (voice vs reference voice)
+    vc_roles: dict[str, float] = {}
+    ac_roles: dict[str, float] = {}
+    ref_images = getattr(clip, "ref_images", {}) or {}
+    ref_audio = getattr(clip, "ref_audio", {}) or {}
+    for ent in script.customized_roles():
+        rid = ent.id
+        img = ref_images.get(rid)
+        in_shots = [s.id for s in shots if rid in s.references_in_shot]
+        if img is not None and in_shots:
+            fg = foreground_mask(img, tol=region_kw.get("tol", 4.0), coverage=region_kw.get("coverage", 0.9))
+            ref = suite.look.features(np.asarray(img)[None], fg[None])
+            vc_roles[rid] = float(np.mean([_cos_or_zero(look_feat.get((sid, rid)), ref) for sid in in_shots]))
+        wav = ref_audio.get(rid)
+        own = [(e.time_range.start, e.time_range.end) for e in dialogue if e.speaker == rid]
+        if wav is not None and own:
+            others = [(e.time_range.start, e.time_range.end) for e in dialogue if e.speaker != rid]
+            ref_emb = suite.voice.embed(np.asarray(wav, dtype=np.float32), sr)
+            if ref_emb is None:
+                notes[f"ac.{rid}"] = "the reference audio has no voiced sound; role left out"
+                continue
+            gen = _samples(waveform, _subtract(own, others), sr)
+            gen_emb = suite.voice.embed(gen, sr) if gen.size else None
+            ac_roles[rid] = _cos_or_zero(gen_emb, ref_emb)
+    values["vc"] = M.mean_or_none(vc_roles.values())
+    values["ac"] = M.mean_or_none(ac_roles.values())
+    if not vc_roles:
+        notes["vc"] = "no customized role with a reference image appears in a shot"
+    if not ac_roles:
+        notes["ac"] = "no customized role with a reference voice has dialogue"
+    details["vc_roles"] = vc_roles
+    details["ac_roles"] = ac_roles
+    return {"id": str(clip.id), "metrics": values, "notes": notes, "details": details}
+
+
+# --------------------------------------------------------------------------- many clips
+
+
+def evaluate_clips(
+    clips: Iterable[ClipLike],
+    config: EvalConfig | Mapping[str, Any] | str | os.PathLike | None = None,
+    *,
+    benchmark: Mapping[str, Any] | None = None,
+    val_metrics: Mapping[str, Any] | None = None,
+    suite: DetectorSuite | None = None,
+) -> dict[str, Any]:
+    """Score clips and aggregate: returns the metrics.json content (see
+    :mod:`mavin_ops.evaluation.results`). ``benchmark`` (id, digest) defaults to a digest of
+    the clips' rows; ``val_metrics`` are passed through as run-level metrics."""
+    cfg = load_config(config)
+    suite = suite or build_suite(cfg.detectors)
+    per_clip = []
+    rows = []
+    for clip in clips:
+        per_clip.append(evaluate_clip(clip, suite, cfg))
+        rows.append(dict(clip.row or {"id": clip.id}, script=clip.script.to_dict()))
+    agg = M.aggregate([c["metrics"] for c in per_clip], PER_CLIP_METRICS)
+    for name in RUN_METRICS:
+        v = (val_metrics or {}).get(name)
+        if v is not None:
+            agg[name] = {"mean": float(v), "count": 1, "missing": 0, "per_clip": False}
+    bench = dict(benchmark or {})
+    bench.setdefault("digest", benchmark_digest(rows))
+    bench.setdefault("id", f"clips@{bench['digest'][:12]}")
+    bench["n_clips"] = len(per_clip)
+    config_out = cfg.to_dict()
+    config_out["detectors"] = suite.config
+    return {"schema": SCHEMA, "benchmark": bench, "config": config_out, "metrics": agg, "clips": per_clip}
+
+
+@dataclass
+class _Clip:
+    id: str
+    frames: np.ndarray
+    waveform: np.ndarray
+    sample_rate: int
+    fps: int
+    script: Any
+    row: dict[str, Any]
+    ref_images: dict[str, np.ndarray]
+    ref_audio: dict[str, np.ndarray]
+
+
+def _manifest_rows(root: Path, what: str) -> list[dict[str, Any]]:
+    from mavin_ops.data.manifest import MANIFEST, read_manifest
+
+    path = root / MANIFEST
+    if not path.is_file():
+        raise EvaluationError(f"{path}: no manifest; the {what} directory must be in the dataset layout (manifest.jsonl + media)")
+    rows = []
+    for line in read_manifest(root):
+        if line.row is None:
+            raise EvaluationError(f"{path}:{line.lineno}: {line.error}; fix or regenerate the {what} manifest")
+        rows.append(line.row)
+    return rows
+
+
+def _benchmark_id(root: Path, split: str, digest: str) -> str:
+    meta = root / "mavinset.json"
+    name = root.name
+    if meta.is_file():
+        try:
+            m = json.loads(meta.read_text(encoding="utf-8"))
+            name = f"{m.get('name', name)}-{m.get('preset', '?')}-seed{m.get('seed', '?')}"
+        except (json.JSONDecodeError, OSError):
+            pass
+    return f"{name}/{split}@{digest[:12]}"
+
+
+def _load_generated(gen_root: Path, gen_row: Mapping[str, Any], bench_root: Path, bench_row: Mapping[str, Any]) -> _Clip:
+    from mavin_ops.data import media, mtss
+    from mavin_ops.data.manifest import resolve_media
+
+    cid = str(bench_row["id"])
+
+    def path(root: Path, rel: Any, what: str) -> Path:
+        if not isinstance(rel, str):
+            raise EvaluationError(f"clip {cid}: manifest field '{what}' in {root / 'manifest.jsonl'} must be a relative path")
+        try:
+            p = resolve_media(root, rel)
+        except ValueError as exc:
+            raise EvaluationError(f"clip {cid}: {what}: {exc}") from None
+        if not p.is_file():
+            raise EvaluationError(f"clip {cid}: {what} file '{rel}' is missing under {root}")
+        return p
+
+    try:
+        script = mtss.parse_script(bench_row.get("script"), clip_id=cid)
+        frames, fps = media.read_video(path(gen_root, gen_row.get("video"), "video"))
+        waveform, sr = media.read_wav(path(gen_root, gen_row.get("audio"), "audio"))
+    except (mtss.ScriptError, media.MediaError) as exc:
+        raise EvaluationError(f"clip {cid}: {exc}") from None
+    want_frames, want_fps = bench_row.get("num_frames"), bench_row.get("fps")
+    if want_fps is not None and fps != want_fps:
+        raise EvaluationError(f"clip {cid}: the generated video runs at {fps} fps, the benchmark clip at {want_fps}; generate at the benchmark's rate")
+    if want_frames is not None and frames.shape[0] != want_frames:
+        raise EvaluationError(
+            f"clip {cid}: the generated video has {frames.shape[0]} frames, the benchmark clip {want_frames}; generate the script's full duration"
+        )
+    want_sr = bench_row.get("sample_rate")
+    if want_sr is not None and sr != want_sr:
+        raise EvaluationError(f"clip {cid}: the generated audio is {sr} Hz, the benchmark clip {want_sr} Hz")
+    ref_images: dict[str, np.ndarray] = {}
+    ref_audio: dict[str, np.ndarray] = {}
+    try:
+        for ent in script.reference:
+            if ent.reference_image is not None:
+                ref_images[ent.id] = media.read_png(path(bench_root, ent.reference_image, f"reference_image of {ent.id}"))
+            if ent.reference_audio is not None:
+                ref_audio[ent.id], _ = media.read_wav(path(bench_root, ent.reference_audio, f"reference_audio of {ent.id}"))
+    except media.MediaError as exc:
+        raise EvaluationError(f"clip {cid}: {exc}") from None
+    return _Clip(cid, frames, waveform, int(sr), int(fps), script, dict(bench_row), ref_images, ref_audio)
+
+
+def read_val_metrics(source: str | os.PathLike | Mapping[str, Any] | None, tracking_uri: str | None = None) -> dict[str, float]:
+    """The training code's validation losses (``val_loss_video``, ``val_loss_audio``) from a
+    mapping, a JSON file (top level or under ``"metrics"``), or ``runs:/<run_id>`` (the
+    run's latest MLflow metrics). Keys that are absent are left out."""
+    if source is None or source == "":
+        return {}
+    if isinstance(source, Mapping):
+        data: Mapping[str, Any] = source
+    elif str(source).startswith("runs:/"):
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        from mavin_ops import settings
+
+        run_id = str(source)[len("runs:/") :].strip("/").split("/")[0]
+        try:
+            data = MlflowClient(tracking_uri or settings.tracking_uri()).get_run(run_id).data.metrics
+        except MlflowException as exc:
+            raise EvaluationError(f"validation metrics {source}: cannot read the MLflow run: {' '.join(str(exc).split())}") from None
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise EvaluationError(f"{path}: no such validation metrics file; pass the training run's metrics.json")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise EvaluationError(f"{path}: not valid JSON ({exc})") from None
+        if isinstance(data, Mapping) and isinstance(data.get("metrics"), Mapping) and not any(k in data for k in VAL_KEYS):
+            data = data["metrics"]
+    out = {}
+    for key in VAL_KEYS:
+        v = data.get(key) if isinstance(data, Mapping) else None
+        if isinstance(v, Mapping):
+            v = v.get("mean")
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise EvaluationError(f"validation metrics {source}: '{key}' is {v!r}, not a number")
+            out[key] = float(v)
+    return out
+
+
+def evaluate_dir(
+    generated_dir: str | os.PathLike,
+    benchmark_dir: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    *,
+    config: EvalConfig | Mapping[str, Any] | str | os.PathLike | None = None,
+    val_metrics: str | os.PathLike | Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    tracking_uri: str | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate the generated clips in ``generated_dir`` against the benchmark split of
+    ``benchmark_dir`` (``None``: the same directory, i.e. score the benchmark's own media).
+
+    Every benchmark clip of the split must have a generated clip with the same id and the
+    same frame count. Writes ``<out_dir>/metrics.json`` and, when an MLflow run is active or
+    ``run_id`` is given, logs the aggregate means as ``eval/<metric>``, the benchmark id and
+    digest as tags, and the file as :data:`gate.METRICS_ARTIFACT`. ``val_metrics`` (a
+    mapping, a JSON file or ``runs:/<run_id>``) passes the training code's validation losses
+    through. Returns the metrics.json content.
+    """
+    gen_root = Path(generated_dir)
+    bench_root = Path(benchmark_dir) if benchmark_dir is not None else gen_root
+    cfg = load_config(config)
+    all_bench = _manifest_rows(bench_root, "benchmark")
+    bench_rows = [r for r in all_bench if r.get("split") == cfg.split]
+    if not bench_rows:
+        raise EvaluationError(
+            f"{bench_root / 'manifest.jsonl'}: no clips with split '{cfg.split}'; point at the benchmark dataset or set the split"
+        )
+    bench_rows.sort(key=lambda r: str(r.get("id")))
+    if limit is not None:
+        bench_rows = bench_rows[: int(limit)]
+    same = gen_root.resolve() == bench_root.resolve()
+    gen_rows = {str(r.get("id")): r for r in (all_bench if same else _manifest_rows(gen_root, "generated"))}
+    missing = [str(r["id"]) for r in bench_rows if str(r.get("id")) not in gen_rows]
+    if missing:
+        raise EvaluationError(
+            f"{gen_root / 'manifest.jsonl'}: no generated clip for benchmark clip(s) {', '.join(missing[:5])}"
+            + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+            + "; generate every clip of the benchmark"
+        )
+    digest = benchmark_digest(bench_rows)
+    benchmark = {"id": _benchmark_id(bench_root, cfg.split, digest), "digest": digest, "path": str(bench_root.resolve())}
+    vals = read_val_metrics(val_metrics, tracking_uri)
+    clips = (_load_generated(gen_root, gen_rows[str(r["id"])], bench_root, r) for r in bench_rows)
+    result = evaluate_clips(clips, cfg, benchmark=benchmark, val_metrics=vals)
+    result["generated"] = {"path": str(gen_root.resolve()), "n_clips": len(bench_rows)}
+    path = write_json(Path(out_dir) / METRICS_FILE, result)
+    _log_metrics(result, path, run_id, tracking_uri)
+    return result
+
+
+def _log_metrics(result: dict[str, Any], path: Path, run_id: str | None, tracking_uri: str | None) -> None:
+    import mlflow
+
+    from mavin_ops.evaluation.gate import METRICS_ARTIFACT
+
+    if run_id is None and mlflow.active_run() is None:
+        return
+    scalars = {f"eval/{k}": float(v["mean"]) for k, v in result["metrics"].items() if v.get("mean") is not None}
+    scalars["eval/n_clips"] = float(result["benchmark"]["n_clips"])
+    artifact_dir = str(Path(METRICS_ARTIFACT).parent)
+    tags = {"mavin.benchmark_id": str(result["benchmark"]["id"]), "mavin.benchmark_digest": str(result["benchmark"]["digest"])}
+    if run_id is not None:
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        from mavin_ops import settings
+
+        client = MlflowClient(tracking_uri or settings.tracking_uri())
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scalars.items()])
+        for k, v in tags.items():
+            client.set_tag(run_id, k, v)
+        client.log_artifact(run_id, str(path), artifact_dir)
+        return
+    mlflow.log_metrics(scalars)
+    mlflow.set_tags(tags)
+    mlflow.log_artifact(str(path), artifact_dir)

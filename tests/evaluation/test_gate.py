@@ -1,0 +1,361 @@
+"""The release gate: policy parsing, the paired bootstrap, every verdict the issue names,
+the champion from a real MLflow registry (SQLite, no server), and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from mavin_ops.evaluation import gate as G
+from mavin_ops.evaluation.results import read_metrics
+
+N = 20  # benchmark clips in the hand-made metrics files
+
+
+def policy(metrics: dict, resamples: int = 1000) -> G.GatePolicy:
+    return G.parse_policy({"bootstrap": {"resamples": resamples, "confidence": 0.95, "seed": 0}, "metrics": metrics}, "test-policy")
+
+
+def champion_of(doc: dict) -> G.Champion:
+    return G.Champion("mavin", "1", None, "test", doc)
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def test_default_policy_file_loads():
+    p = G.load_policy()
+    assert p.source.endswith("gate_policy.yaml") and len(p.digest) == 64
+    assert {r.name for r in p.rules} >= {"sta", "tams", "cisc", "bisc"}
+    assert p.resamples >= 1000 and 0.5 <= p.confidence < 1
+
+
+def test_policy_with_unknown_metric_names_it_and_the_allowed_names(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text("metrics:\n  sta: {min: 0.5}\n  fvd: {max: 300}\n")
+    with pytest.raises(G.PolicyError) as err:
+        G.load_policy(path)
+    msg = str(err.value)
+    assert f"{path}: metrics.fvd: unknown metric 'fvd'" in msg
+    assert "allowed names: sta, shot_boundary_deviation" in msg and "val_loss_audio" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("metrics:\n  sta: {floor: 0.5}\n", r"metrics\.sta\.floor: unknown key; allowed: min, max, tolerance"),
+        ("metrics:\n  sta: {tolerance: -0.1}\n", r"metrics\.sta\.tolerance: must be >= 0"),
+        ("metrics:\n  sta: {min: 0.9, max: 0.5}\n", "min 0.9 is above max 0.5"),
+        ("metrics:\n  sta: {min: high}\n", r"metrics\.sta\.min: expected a finite number"),
+        ("metrics:\n  sta: {}\n", "the rule sets nothing"),
+        ("metrics: {}\n", "non-empty mapping"),
+        ("bootstrap: {resamples: 10}\nmetrics:\n  sta: {min: 0.5}\n", r"bootstrap\.resamples"),
+        ("bootstrap: {confidence: 1.5}\nmetrics:\n  sta: {min: 0.5}\n", r"bootstrap\.confidence"),
+        ("thresholds: {}\nmetrics:\n  sta: {min: 0.5}\n", "unknown section 'thresholds'"),
+        ("metrics: [sta\n", "not valid YAML"),
+    ],
+)
+def test_bad_policies_are_rejected_with_one_line(tmp_path, text, match):
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    with pytest.raises(G.PolicyError, match=match) as err:
+        G.load_policy(path)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_policy_file(tmp_path):
+    with pytest.raises(G.PolicyError, match="no such gate policy file"):
+        G.load_policy(tmp_path / "absent.yaml")
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_of_constant_differences_is_that_constant():
+    assert G.paired_bootstrap_ci(np.full(7, -0.25), 500) == (pytest.approx(-0.25), pytest.approx(-0.25))
+
+
+def test_bootstrap_is_seeded_and_brackets_the_mean():
+    d = np.random.default_rng(1).normal(0.1, 0.2, 40)
+    a = G.paired_bootstrap_ci(d, 2000, 0.95, seed=0)
+    assert a == G.paired_bootstrap_ci(d, 2000, 0.95, seed=0)
+    assert a != G.paired_bootstrap_ci(d, 2000, 0.95, seed=1)
+    assert a[0] < d.mean() < a[1]
+    # about mean +- 1.96 standard errors
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    assert a[0] == pytest.approx(d.mean() - 1.96 * se, abs=0.02)
+    narrow = G.paired_bootstrap_ci(d, 2000, 0.5, seed=0)
+    assert a[0] < narrow[0] < narrow[1] < a[1]
+    with pytest.raises(ValueError):
+        G.paired_bootstrap_ci(np.zeros(0))
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def test_floors_only_without_champion(kit):
+    doc = kit.metrics_doc({"sta": [0.9] * N, "tams": [0.4] * N})
+    d = G.decide(doc, policy({"sta": {"min": 0.8, "tolerance": 0.02}, "tams": {"min": 0.5}}))
+    assert not d.passed and d.champion is None
+    sta, tams = d.checks
+    assert sta.passed and sta.regression_ok is None and sta.floor_ok
+    assert not tams.passed and tams.reasons == ["tams: 0.4 is below the floor 0.5"]
+    assert G.decide(doc, policy({"sta": {"min": 0.8}})).passed
+
+
+def test_regression_beyond_tolerance_is_blocked(kit):
+    champ = kit.metrics_doc({"sta": [0.95] * N})
+    chal = kit.metrics_doc({"sta": [0.90] * N})
+    d = G.decide(chal, policy({"sta": {"min": 0.5, "tolerance": 0.02}}), champion_of(champ))
+    assert not d.passed
+    chk = d.checks[0]
+    assert chk.ci_low == pytest.approx(-0.05) and chk.paired == N and chk.regression_ok is False
+    assert "regression vs champion" in d.reasons[0] and "-0.02" in d.reasons[0]
+
+
+def test_improvement_passes(kit):
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.6, 0.9, N)
+    champ = kit.metrics_doc({"sta": list(base), "tams": list(base)})
+    chal = kit.metrics_doc({"sta": list(base + rng.uniform(0.0, 0.1, N)), "tams": list(base + 0.05)})
+    d = G.decide(chal, policy({"sta": {"tolerance": 0.0}, "tams": {"min": 0.5, "tolerance": 0.01}}), champion_of(champ))
+    assert d.passed, d.reasons
+    assert all(c.diff_mean > 0 and c.ci_low >= 0 for c in d.checks)
+
+
+def test_tie_within_tolerance_passes(kit):
+    base = list(np.linspace(0.7, 0.9, N))
+    champ = kit.metrics_doc({"cisc": base})
+    exact = G.decide(kit.metrics_doc({"cisc": base}), policy({"cisc": {"tolerance": 0.0}}), champion_of(champ))
+    assert exact.passed and exact.checks[0].ci_low == 0.0
+    slightly_worse = kit.metrics_doc({"cisc": [v - 0.01 for v in base]})
+    assert G.decide(slightly_worse, policy({"cisc": {"tolerance": 0.02}}), champion_of(champ)).passed
+    assert not G.decide(slightly_worse, policy({"cisc": {"tolerance": 0.005}}), champion_of(champ)).passed
+
+
+def test_noisy_regression_decided_by_the_interval(kit):
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.5, 0.9, N)
+    noise = rng.normal(0.0, 0.05, N)
+    champ = kit.metrics_doc({"tams": list(base)})
+    chal = kit.metrics_doc({"tams": list(base + noise - 0.03)})
+    # the gate pairs clips in sorted id order
+    order = sorted(range(N), key=lambda i: f"c{i}")
+    diffs = np.array([chal["clips"][i]["metrics"]["tams"] - base[i] for i in order])
+    lo, hi = G.paired_bootstrap_ci(diffs, 1000, 0.95, 0)
+    got = G.decide(chal, policy({"tams": {"tolerance": 0.02}}), champion_of(champ)).checks[0]
+    assert (got.ci_low, got.ci_high) == (pytest.approx(lo), pytest.approx(hi))
+    assert got.regression_ok == (lo >= -0.02)
+
+
+def test_lower_is_better_metric_is_oriented(kit):
+    champ = kit.metrics_doc({"shot_boundary_deviation": [0.5] * N})
+    worse = kit.metrics_doc({"shot_boundary_deviation": [1.0] * N})
+    better = kit.metrics_doc({"shot_boundary_deviation": [0.2] * N})
+    rule = {"shot_boundary_deviation": {"max": 2.0, "tolerance": 0.25}}
+    d = G.decide(worse, policy(rule), champion_of(champ))
+    assert not d.passed and d.checks[0].diff_mean == pytest.approx(-0.5)
+    assert G.decide(better, policy(rule), champion_of(champ)).passed
+    assert not G.decide(kit.metrics_doc({"shot_boundary_deviation": [2.5] * N}), policy(rule)).passed
+
+
+def test_nan_in_a_clip_is_blocked(kit):
+    vals = [0.9] * N
+    vals[3] = float("nan")
+    d = G.decide(kit.metrics_doc({"sta": vals}), policy({"sta": {"min": 0.1}}))
+    assert not d.passed and "sta: NaN in 1 clip(s) (c3)" in d.reasons
+
+
+def test_nan_survives_the_metrics_file(kit, tmp_path):
+    vals = [0.9] * N
+    vals[0] = float("nan")
+    path = kit.write_doc(tmp_path / "metrics.json", kit.metrics_doc({"sta": vals}))
+    assert '"NaN"' in path.read_text()  # strict JSON on disk
+    doc = read_metrics(path)
+    assert math.isnan(doc["clips"][0]["metrics"]["sta"]) and math.isnan(doc["metrics"]["sta"]["mean"])
+    assert not G.decide(doc, policy({"sta": {"min": 0.1}})).passed
+
+
+def test_missing_metric_is_blocked(kit):
+    doc = kit.metrics_doc({"sta": [1.0] * N})
+    d = G.decide(doc, policy({"sta": {"min": 0.5}, "tams": {"min": 0.5}}))
+    assert not d.passed and d.reasons == ["tams: missing from the challenger's metrics.json"]
+    undefined = kit.metrics_doc({"cisc": [None] * N})
+    d = G.decide(undefined, policy({"cisc": {"min": 0.5}}))
+    assert not d.passed and d.reasons == ["cisc: missing: no benchmark clip has a value"]
+
+
+def test_undefined_clips_are_left_out_of_the_pairing(kit):
+    champ = kit.metrics_doc({"cisc": [0.9] * 5 + [None] * 5})
+    chal = kit.metrics_doc({"cisc": [0.9] * 5 + [None] * 5})
+    d = G.decide(chal, policy({"cisc": {"tolerance": 0.0}}), champion_of(champ))
+    assert d.passed and d.checks[0].paired == 5 and d.checks[0].challenger_count == 5
+
+
+def test_mismatched_benchmark_is_blocked(kit):
+    champ = kit.metrics_doc({"sta": [0.5] * N}, digest="a" * 64, bench_id="old/eval")
+    chal = kit.metrics_doc({"sta": [0.9] * N}, digest="b" * 64, bench_id="new/eval")
+    d = G.decide(chal, policy({"sta": {"min": 0.1, "tolerance": 0.0}}), champion_of(champ))
+    assert not d.passed and d.reasons[0].startswith("benchmark mismatch: challenger evaluated on new/eval (bbbbbbbbbbbb)")
+    assert d.checks[0].regression_ok is None  # no comparison against another benchmark
+
+
+def test_no_benchmark_clips_is_blocked(kit):
+    d = G.decide(kit.metrics_doc({}), policy({"sta": {"min": 0.1}}))
+    assert not d.passed and any("no benchmark clips" in r for r in d.reasons)
+
+
+def test_run_level_validation_loss_compared_directly(kit):
+    champ = kit.metrics_doc({"sta": [1.0] * N}, run_level={"val_loss_video": 0.40})
+    rule = {"val_loss_video": {"max": 1.0, "tolerance": 0.05}}
+    ok = G.decide(kit.metrics_doc({"sta": [1.0] * N}, run_level={"val_loss_video": 0.44}), policy(rule), champion_of(champ))
+    assert ok.passed and ok.checks[0].diff_mean == pytest.approx(-0.04)
+    bad = G.decide(kit.metrics_doc({"sta": [1.0] * N}, run_level={"val_loss_video": 0.50}), policy(rule), champion_of(champ))
+    assert not bad.passed and "val_loss_video: regression vs champion" in bad.reasons[0]
+    absent = G.decide(kit.metrics_doc({"sta": [1.0] * N}), policy(rule), champion_of(champ))
+    assert not absent.passed
+
+
+def test_champion_without_the_metric_cannot_vouch_for_it(kit):
+    champ = kit.metrics_doc({"sta": [1.0] * N})
+    d = G.decide(kit.metrics_doc({"sta": [1.0] * N, "tams": [1.0] * N}), policy({"tams": {"tolerance": 0.1}}), champion_of(champ))
+    assert not d.passed and "champion's metrics.json has no value" in d.reasons[0]
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _register_champion(doc: dict, tmp_path, model_name: str, tag_path: bool = False) -> str:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mavin_ops import settings
+
+    client = MlflowClient(settings.tracking_uri())
+    mlflow.set_tracking_uri(settings.tracking_uri())
+    with mlflow.start_run() as run:
+        mlflow.log_dict(doc, G.METRICS_ARTIFACT)
+    client.create_registered_model(model_name)
+    tags = {}
+    if tag_path:
+        path = tmp_path / "champion_metrics.json"
+        path.write_text(json.dumps(doc))
+        tags[G.METRICS_TAG] = str(path)
+    mv = client.create_model_version(model_name, f"runs:/{run.info.run_id}/model", run_id=None if tag_path else run.info.run_id, tags=tags)
+    client.set_registered_model_alias(model_name, G.CHAMPION_ALIAS, mv.version)
+    return str(mv.version)
+
+
+@pytest.fixture
+def policy_file(tmp_path, mlflow_uri):
+    path = tmp_path / "policy.yaml"
+    path.write_text("bootstrap: {resamples: 500, seed: 0}\nmetrics:\n  sta: {min: 0.5, tolerance: 0.02}\n  tams: {min: 0.5, tolerance: 0.02}\n")
+    return path
+
+
+def test_no_registered_model_means_floors_only(kit, tmp_path, policy_file, model_name):
+    metrics = kit.write_doc(tmp_path / "m.json", kit.metrics_doc({"sta": [0.9] * N, "tams": [0.9] * N}))
+    d = G.run_gate(metrics, policy_file, tmp_path / "gate", model_name=model_name)
+    assert d.passed and d.champion is None
+    saved = json.loads((tmp_path / "gate" / G.GATE_JSON).read_text())
+    assert saved["verdict"] == "pass" and saved["champion"] is None and saved["policy"]["source"] == str(policy_file)
+
+
+def test_registered_model_without_alias_means_floors_only(kit, tmp_path, policy_file, model_name):
+    from mlflow.tracking import MlflowClient
+
+    from mavin_ops import settings
+
+    MlflowClient(settings.tracking_uri()).create_registered_model(model_name)
+    assert G.load_champion(model_name) is None
+
+
+def test_champion_from_registry_blocks_a_regression(kit, tmp_path, policy_file, model_name):
+    version = _register_champion(kit.metrics_doc({"sta": [0.95] * N, "tams": [0.9] * N}), tmp_path, model_name)
+    metrics = kit.write_doc(tmp_path / "m.json", kit.metrics_doc({"sta": [0.90] * N, "tams": [0.9] * N}))
+    d = G.run_gate(metrics, policy_file, tmp_path / "gate", model_name=model_name)
+    assert not d.passed and d.champion["version"] == version
+    assert d.champion["source"].endswith(G.METRICS_ARTIFACT)
+    assert [c.name for c in d.checks if not c.passed] == ["sta"]
+
+
+def test_champion_from_registry_lets_an_improvement_pass(kit, tmp_path, policy_file, model_name):
+    _register_champion(kit.metrics_doc({"sta": [0.80] * N, "tams": [0.8] * N}), tmp_path, model_name)
+    metrics = kit.write_doc(tmp_path / "m.json", kit.metrics_doc({"sta": [0.90] * N, "tams": [0.8] * N}))
+    d = G.run_gate(metrics, policy_file, tmp_path / "gate", model_name=model_name)
+    assert d.passed and d.checks[0].diff_mean == pytest.approx(0.1)
+
+
+def test_champion_metrics_path_tag_is_used(kit, tmp_path, policy_file, model_name):
+    _register_champion(kit.metrics_doc({"sta": [0.99] * N, "tams": [0.9] * N}), tmp_path, model_name, tag_path=True)
+    champ = G.load_champion(model_name)
+    assert champ is not None and champ.source == str(tmp_path / "champion_metrics.json") and champ.error is None
+    metrics = kit.write_doc(tmp_path / "m.json", kit.metrics_doc({"sta": [0.9] * N, "tams": [0.9] * N}))
+    assert not G.run_gate(metrics, policy_file, tmp_path / "gate", model_name=model_name).passed
+
+
+def test_unreadable_champion_metrics_fail_the_gate(kit, tmp_path, policy_file, model_name):
+    from mlflow.tracking import MlflowClient
+
+    from mavin_ops import settings
+
+    client = MlflowClient(settings.tracking_uri())
+    client.create_registered_model(model_name)
+    run = client.create_run(client.create_experiment(f"{model_name}-no-metrics"))
+    mv = client.create_model_version(model_name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias(model_name, "champion", mv.version)
+    metrics = kit.write_doc(tmp_path / "m.json", kit.metrics_doc({"sta": [0.9] * N, "tams": [0.9] * N}))
+    d = G.run_gate(metrics, policy_file, tmp_path / "gate", model_name=model_name)
+    assert not d.passed and d.reasons[0].startswith(f"cannot read the metrics.json of champion {model_name} v{mv.version}")
+
+
+def test_gate_report_and_mlflow_logging(kit, tmp_path, policy_file, model_name):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mavin_ops import settings
+
+    _register_champion(kit.metrics_doc({"sta": [0.95] * N, "tams": [0.8] * N}), tmp_path, model_name)
+    metrics = kit.write_doc(tmp_path / "m.json", kit.metrics_doc({"sta": [0.90] * N, "tams": [0.85] * N}))
+    with mlflow.start_run() as run:
+        d = G.run_gate(metrics, policy_file, tmp_path / "gate", model_name=model_name)
+    assert not d.passed
+    page = (tmp_path / "gate" / G.GATE_HTML).read_text()
+    assert "Release gate" in page and "FAIL" in page and "regression vs champion" in page
+    svg = page[page.index("<svg") : page.index("</svg>") + 6]
+    root = ET.fromstring(svg)  # well-formed inline SVG
+    labels = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "sta" in labels and "tams" in labels
+    client = MlflowClient(settings.tracking_uri())
+    logged = client.get_run(run.info.run_id)
+    assert logged.data.metrics["gate/passed"] == 0.0 and logged.data.tags["mavin.gate"] == "fail"
+    assert sorted(a.path for a in client.list_artifacts(run.info.run_id, "gate")) == ["gate/gate.html", "gate/gate.json"]
+
+
+def test_report_escapes_text(kit):
+    doc = kit.metrics_doc({"sta": [0.9] * 3}, bench_id="<script>alert(1)</script>")
+    from mavin_ops.evaluation.report import render_gate_html
+
+    page = render_gate_html(G.decide(doc, policy({"sta": {"min": 0.95}})))
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_run_gate_with_a_champion_file(kit, tmp_path, policy_file):
+    champ = kit.write_doc(tmp_path / "champ.json", kit.metrics_doc({"sta": [0.9] * N, "tams": [0.9] * N}))
+    metrics = kit.write_doc(tmp_path / "m.json", kit.metrics_doc({"sta": [0.9] * N, "tams": [0.9] * N}))
+    d = G.run_gate(metrics, policy_file, tmp_path / "gate", champion_metrics_path=champ)
+    assert d.passed and d.champion["source"] == str(champ)
+    assert all(c.regression_ok for c in d.checks)
+
+
+def test_unreadable_challenger_metrics_raise(tmp_path, policy_file):
+    from mavin_ops.evaluation.results import MetricsFileError
+
+    bad = tmp_path / "metrics.json"
+    bad.write_text("{}")
+    with pytest.raises(MetricsFileError, match="schema"):
+        G.run_gate(bad, policy_file, tmp_path / "gate")
