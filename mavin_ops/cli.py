@@ -4,6 +4,8 @@
     mavin-ops data version DIR                           DVC-version a dataset directory
     mavin-ops data validate DIR                          Great Expectations + grounding checks
     mavin-ops release                                    the release pipeline, locally
+    mavin-ops evaluate GENERATED --out DIR               the papers' metrics -> metrics.json
+    mavin-ops gate METRICS --out DIR                     floors + bootstrap non-regression vs champion
     mavin-ops promote MODEL VERSION --reason ...         move the champion alias (gate must have passed)
     mavin-ops rollback MODEL --reason ...                back to the previous champion
     mavin-ops history MODEL                              the promotion audit trail
@@ -96,6 +98,29 @@ def _release(args: argparse.Namespace) -> int:
         echo=print,
     )
     return 0 if result.succeeded else 1
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from mavin_ops.evaluation.runner import evaluate_dir
+
+    result = evaluate_dir(args.generated, args.benchmark, args.out, config=args.config, val_metrics=args.val_metrics)
+    means = {name: m.get("mean") for name, m in result["metrics"].items()}
+    _print_json({"metrics_json": str(Path(args.out) / "metrics.json"), "benchmark": result["benchmark"], "means": means})
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from mavin_ops.evaluation.gate import run_gate
+
+    decision = run_gate(
+        args.metrics, args.policy, args.out, model_name=args.model, champion_metrics_path=args.champion_metrics
+    )
+    print(decision.summary())
+    print(f"report: {Path(args.out) / 'gate.html'}")
+    return 0 if decision.passed else 1
 
 
 # --------------------------------------------------------------------------- registry
@@ -243,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--cache", action="store_true", help="reuse finished steps with the same inputs (KFP local cache)")
     rel.set_defaults(func=_release)
 
+    ev = sub.add_parser("evaluate", help="score generated clips against the benchmark with the papers' metrics")
+    ev.add_argument("generated", help="folder of generated clips in the dataset layout (manifest.jsonl + media)")
+    ev.add_argument("--benchmark", default=None, help="benchmark dataset folder (default: score GENERATED's own media)")
+    ev.add_argument("--out", required=True, help="output folder for metrics.json")
+    ev.add_argument("--config", default=None, help="evaluation config YAML (default: evaluation/eval_config.yaml)")
+    ev.add_argument("--val-metrics", default=None, help="validation flow-matching losses: a JSON file or runs:/<id>")
+    ev.set_defaults(func=_evaluate)
+
+    gt = sub.add_parser("gate", help="decide the release gate: floors + non-regression vs the champion")
+    gt.add_argument("metrics", help="the challenger's metrics.json")
+    gt.add_argument("--policy", default=None, help="gate policy YAML (default: evaluation/gate_policy.yaml)")
+    gt.add_argument("--out", required=True, help="output folder for gate.json and gate.html")
+    gt.add_argument("--model", default="mavin", help="registered model whose 'champion' alias is compared (default: mavin)")
+    gt.add_argument("--champion-metrics", default=None, help="compare with this metrics.json instead of the registry champion")
+    gt.set_defaults(func=_gate)
+
     pro = sub.add_parser("promote", help="move the champion alias to a version whose gate passed")
     pro.add_argument("model", help="registered model name")
     pro.add_argument("version", help="model version to promote")
@@ -298,9 +339,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.data.versioning import VersioningError
     from mavin_ops.lineage import LineageError
     from mavin_ops.pipelines.cluster import ProfileError
+    from mavin_ops.evaluation.detectors import DetectorConfigError
+    from mavin_ops.evaluation.gate import PolicyError
+    from mavin_ops.evaluation.results import MetricsFileError
+    from mavin_ops.evaluation.runner import EvaluationError
     from mavin_ops.registry import PromotionError
 
-    return (UserError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError, FileNotFoundError, FileExistsError, ValueError, KeyError)
+    return (UserError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
+            EvaluationError, DetectorConfigError, PolicyError, MetricsFileError, FileNotFoundError, FileExistsError, ValueError, KeyError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,3 +68,27 @@ def test_help_lists_every_command(capsys):
     text = capsys.readouterr().out
     for command in ("data", "release"):
         assert command in text
+
+
+def test_evaluate_then_gate_on_ground_truth(tmp_path, capsys):
+    """The benchmark's own media score perfect timing; the gate passes them on floors alone
+    (no champion yet) and blocks them against a champion that was better on STA."""
+    ds = tmp_path / "ds"
+    main(["data", "generate", "--preset", "debug", "--out", str(ds), "--quiet"])
+    capsys.readouterr()
+    assert main(["evaluate", str(ds), "--out", str(tmp_path / "ev")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["means"]["sta"] == pytest.approx(1.0) and out["means"]["tams"] == pytest.approx(1.0)
+    metrics = tmp_path / "ev" / "metrics.json"
+    assert main(["gate", str(metrics), "--out", str(tmp_path / "g")]) == 0
+    assert "pass" in capsys.readouterr().out.lower()
+    # A worse challenger: every clip's STA lowered well beyond any tolerance.
+    worse = json.loads(metrics.read_text())
+    for clip in worse["clips"]:
+        if clip["metrics"].get("sta") is not None:
+            clip["metrics"]["sta"] = 0.2
+    worse["metrics"]["sta"]["mean"] = 0.2
+    (tmp_path / "worse.json").write_text(json.dumps(worse))
+    code = main(["gate", str(tmp_path / "worse.json"), "--out", str(tmp_path / "g2"), "--champion-metrics", str(metrics)])
+    assert code == 1 and (tmp_path / "g2" / "gate.html").exists()
+    assert main(["gate", str(tmp_path / "missing.json"), "--out", str(tmp_path / "g3")]) == 2
