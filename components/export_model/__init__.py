@@ -1,0 +1,1 @@
+"""Component: export_model (see component.py)."""

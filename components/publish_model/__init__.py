@@ -1,0 +1,1 @@
+"""Component: publish_model (see component.py)."""

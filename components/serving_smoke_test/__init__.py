@@ -1,0 +1,1 @@
+"""Component: serving_smoke_test (see component.py)."""
