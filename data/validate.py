@@ -13,23 +13,26 @@ plus ``validation.json`` (counts, quarantined share, threshold, per-rule counts,
 a Data Docs site (Great Expectations' HTML for the suite run, and ``summary.html``). The step
 fails when the quarantined share passes ``max_quarantine_share``.
 
-How it works, and why it is fast (800k rows in well under a minute on 2 cores):
+How it works, and why it is fast (see BENCHMARKS.md, "Manifest validation"):
 
-1. **Scan**, in parallel over byte ranges of the manifest (one process per core): decode each
-   line (:func:`manifest.decode_line`), run the per-row relational checks
-   (:func:`mtss.parse_script` + :func:`mtss.grounding_issues`, script clip id and duration
-   against the row, media paths inside the root and listed in ``sha256``; with
-   ``check_media`` each file's existence and sha256) and emit one flat table row of the raw
-   field values and a few derived numbers. Decoded rows are dropped at once: memory holds
-   the flat table, not the manifest.
+1. **Scan**, in parallel over newline-aligned byte ranges of the manifest (one process per
+   core): decode each line (orjson when present; anything it refuses goes through
+   :func:`manifest.decode_line`, the rule :func:`manifest.read_manifest` uses), run the
+   per-row relational checks (:func:`mtss.parse_script` + :func:`mtss.grounding_issues`,
+   script clip id and duration against the row, media paths inside the root and listed in
+   ``sha256``; with ``check_media`` each file's existence and sha256) and emit one flat
+   table row of the raw field values and a few derived numbers. Decoded rows are dropped at
+   once: memory holds the flat table, not the manifest.
 2. **Expectations**: one Great Expectations suite over the flat table (pandas): schema and
    types, split enum, clip-id format, 4k+1 frames, width/height divisible by the VAE stride
    times the patch size, duration and shot-count limits, fps / sample-rate ranges, unique
    ids. Failing rows come back as unexpected indices and are turned into located reasons.
-3. **Cross-row checks** in pandas: later duplicates of a clip id, sources shared by the
-   train and eval splits (every such row, naming the clips on the other side).
-4. **Write** the two manifests atomically (:func:`manifest.write_manifest`), the summary and
-   the Data Docs.
+3. **Cross-row checks** in pandas: of the rows the uniqueness expectation flags, every
+   occurrence of an id but the first; sources shared by the train and eval splits (every
+   such row, naming the clips on the other side).
+4. **Write**, each file atomically (:func:`manifest.atomic_writer`): the valid manifest as
+   kernel-side copies of the source's kept byte ranges (no per-line Python work), the
+   quarantine with :func:`manifest.write_manifest`, ``validation.json``, the Data Docs.
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ from . import mtss
 if TYPE_CHECKING:  # pandas and Great Expectations load only when a validation runs
     import pandas as pd
 
-try:  # twice as fast as json on manifest rows; installed with dvc. Anything it rejects is
-    # decoded again by manifest.decode_line, so the verdict on a line never depends on it.
+try:  # about twice as fast as json on manifest rows; installed with dvc. A line it refuses
+    # is decoded again by manifest.decode_line, which decides what counts as malformed.
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - the pinned stack has it
     _fast_loads = json.loads
@@ -205,18 +208,19 @@ class _ScanConfig:
     check_media: bool
 
 
-class _Nested:
-    """Stands in the flat table for a list/object found where a scalar belongs: hashable
-    (so uniqueness and set checks stay well defined) and never of the expected type."""
+class _Nested(tuple):
+    """Stands in the flat table for a list/object found where a scalar belongs: a one-item
+    tuple holding its JSON text, so it is hashable (uniqueness and set checks stay well
+    defined), serialisable by Great Expectations, and never of the expected type."""
 
-    __slots__ = ("text",)
+    __slots__ = ()
 
-    def __init__(self, value: Any):
+    def __new__(cls, value: Any) -> "_Nested":
         text = json.dumps(value, separators=(",", ":"))
-        self.text = text if len(text) <= 60 else text[:57] + "..."
+        return super().__new__(cls, (text if len(text) <= 60 else text[:57] + "...",))
 
     def __repr__(self) -> str:
-        return self.text
+        return self[0]
 
     __str__ = __repr__
 
@@ -601,8 +605,11 @@ def _suite_checks(limits: ValidationLimits) -> list[_Check]:
 
 
 def _frame(chunks: list[_Chunk], limits: ValidationLimits) -> "pd.DataFrame":
-    """The flat table: raw fields as object columns (type checks look at every value), the
-    derived numbers as float columns (NaN where the raw value is not an integer)."""
+    """The flat table. A raw field whose every value has the expected JSON type gets a typed
+    column (int64 / string), which Great Expectations checks by dtype at once; a field with
+    any other value stays an object column, so the type expectation looks at each value and
+    names the failing rows. Derived numbers are float columns (NaN where the raw value is not
+    an integer)."""
     import numpy as np
     import pandas as pd
 
@@ -613,6 +620,10 @@ def _frame(chunks: list[_Chunk], limits: ValidationLimits) -> "pd.DataFrame":
             cols[name] = np.asarray(values, dtype=np.int64)
         elif name.endswith("_int") or name == "n_shots":
             cols[name] = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+        elif name in _INT_FIELDS and all(type(v) is int for v in values):
+            cols[name] = np.asarray(values, dtype=np.int64)
+        elif name in _STR_FIELDS and all(type(v) is str for v in values):
+            cols[name] = pd.Series(values, dtype="string")
         else:
             cols[name] = pd.Series(values, dtype=object)
     df = pd.DataFrame(cols)
@@ -644,18 +655,24 @@ def _ge_context(docs_dir: Path | None) -> Any:
 
 def _run_suite(
     df: "pd.DataFrame", checks: list[_Check], run_name: str, docs_dir: Path | None
-) -> tuple[dict[int, list[tuple[str, str]]], dict[str, Any], float]:
-    """Run the suite; returns row position -> [(rule, reason)], GE statistics, and the
-    seconds spent building Data Docs."""
+) -> tuple[dict[int, list[tuple[str, str]]], list[int], dict[str, Any], float]:
+    """Run the suite. Returns row position -> [(rule, reason)], the positions of every row
+    whose id occurs more than once (attributed later: the first occurrence stays), GE
+    statistics, and the seconds spent building Data Docs."""
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
 
     ctx = _ge_context(docs_dir)
     asset = ctx.data_sources.add_pandas("manifest").add_dataframe_asset("manifest_rows")
     batch = asset.add_batch_definition_whole_dataframe("all_rows")
-    suite = ctx.suites.add(gx.ExpectationSuite(name=SUITE_NAME, meta={"notes": "mavin-ops manifest validation"}))
-    for c in checks:
-        suite.add_expectation(c.expectation)
+    # All expectations at once: add_expectation() one by one rewrites the stored suite each time.
+    suite = ctx.suites.add(
+        gx.ExpectationSuite(
+            name=SUITE_NAME,
+            expectations=[c.expectation for c in checks],
+            meta={"notes": "mavin-ops manifest validation: schema, types, limits, unique ids"},
+        )
+    )
     vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{SUITE_NAME}_validation", data=batch, suite=suite))
     checkpoint = ctx.checkpoints.add(
         gx.Checkpoint(name="mavin_validate", validation_definitions=[vd], result_format={"result_format": "COMPLETE"})
@@ -664,6 +681,7 @@ def _run_suite(
     (vr,) = result.run_results.values()
 
     found: dict[int, list[tuple[str, str]]] = {}
+    duplicated: list[int] = []
     ids = df["id"]
     for r in vr.results:
         check = checks[r.expectation_config.meta["check"]]
@@ -675,10 +693,10 @@ def _run_suite(
         if r.success:
             continue
         positions = r.result.get("unexpected_index_list") or []
-        column = r.expectation_config.kwargs["column"]
         if check.rule == "unique-id":
-            continue  # attributed with keep-first semantics in _cross_row_issues
-        values = df[column]
+            duplicated = sorted(int(p) for p in positions)
+            continue
+        values = df[r.expectation_config.kwargs["column"]]
         for pos in positions:
             found.setdefault(int(pos), []).append((check.rule, _reason(df, int(pos), ids, check, values.iloc[int(pos)])))
     stats = dict(vr.statistics)
@@ -687,7 +705,7 @@ def _run_suite(
         t = time.perf_counter()
         ctx.build_data_docs(site_names=[DOCS_SITE])
         docs_seconds = time.perf_counter() - t
-    return found, {"success": bool(vr.success), **stats}, docs_seconds
+    return found, duplicated, {"success": bool(vr.success), **stats}, docs_seconds
 
 
 def _row_label(df: "pd.DataFrame", pos: int, ids: "pd.Series") -> str:
@@ -701,29 +719,29 @@ def _reason(df: "pd.DataFrame", pos: int, ids: "pd.Series", check: _Check, value
     return str(mtss.Issue(_row_label(df, pos, ids), "manifest", check.field, check.rule, check.explain(value)))
 
 
-def _cross_row_issues(df: "pd.DataFrame") -> dict[int, list[tuple[str, str]]]:
-    """Later duplicates of a clip id, and every row of a source found in both splits."""
+def _cross_row_issues(df: "pd.DataFrame", duplicated: list[int]) -> dict[int, list[tuple[str, str]]]:
+    """Later duplicates of a clip id (``duplicated``: the rows the uniqueness expectation
+    flagged, every occurrence; the first one stays), and every row of a source found in both
+    splits."""
     import pandas as pd
 
     found: dict[int, list[tuple[str, str]]] = {}
     if df.empty:
         return found
-    ids = df["id"]
+    ids = df["id"]  # the table has a RangeIndex: labels are positions
     lines = df["line"]
-    hashable = ids.map(lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool))
-    dup = ids[hashable & ids.notna()].duplicated(keep=False)
-    dup_pos = dup.index[dup.to_numpy()]
     first_line: dict[Any, int] = {}
-    for pos in dup_pos:
+    for pos in duplicated:
         rid = ids.iloc[pos]
         if rid not in first_line:
             first_line[rid] = int(lines.iloc[pos])
             continue
         msg = f"id {_fmt(rid)} is already used by the row on {_manifest.MANIFEST} line {first_line[rid]}; give each clip its own id"
-        found.setdefault(int(pos), []).append(("unique-id", str(mtss.Issue(_row_label(df, pos, ids), "manifest", "id", "unique-id", msg))))
+        found.setdefault(pos, []).append(("unique-id", str(mtss.Issue(_row_label(df, pos, ids), "manifest", "id", "unique-id", msg))))
 
-    is_str = df["source"].map(lambda v: isinstance(v, str)) & df["split"].isin(list(_manifest.SPLITS))
-    sub = df.loc[is_str, ["source", "split"]]
+    source = df["source"]
+    is_str = source.map(lambda v: isinstance(v, str)) if source.dtype == object else source.notna()
+    sub = df.loc[is_str & df["split"].isin(list(_manifest.SPLITS)), ["source", "split"]]
     n_splits = sub.groupby("source", sort=False)["split"].nunique()
     leaky = n_splits.index[n_splits.to_numpy() > 1]
     if len(leaky):
@@ -926,13 +944,13 @@ def validate_dataset(
     seconds["table"] = time.perf_counter() - t
     t = time.perf_counter()
     checks = _suite_checks(limits)
-    ge_found, ge_stats, docs_seconds = _run_suite(df, checks, root.resolve().name, docs if build_docs else None)
+    ge_found, duplicated, ge_stats, docs_seconds = _run_suite(df, checks, root.resolve().name, docs if build_docs else None)
     seconds["expectations"] = time.perf_counter() - t - docs_seconds
     seconds["data_docs"] = docs_seconds
 
     # 3. Cross-row checks.
     t = time.perf_counter()
-    for found in (ge_found, _cross_row_issues(df)):
+    for found in (ge_found, _cross_row_issues(df, duplicated)):
         for pos, items in found.items():
             row_reasons.setdefault(pos, []).extend(items)
     seconds["cross_row"] = time.perf_counter() - t
