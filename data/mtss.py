@@ -279,6 +279,8 @@ class _Parser:
 
     def text(self, obj: dict, key: str, stream: str, where: str, required: bool = True) -> str | None:
         value = obj.get(key)
+        if value.__class__ is str:  # the common case first: validation parses millions of these
+            return value
         if value is None:
             if required:
                 self.fail(stream, f"{where}.{key}", "required", "missing; add a string")
@@ -291,6 +293,10 @@ class _Parser:
 
     def time_range(self, obj: dict, key: str, stream: str, where: str, required: bool = True) -> TimeRange | None:
         value = obj.get(key)
+        if value.__class__ is list and len(value) == 2:
+            start, end = value
+            if start.__class__ in (int, float) and end.__class__ in (int, float) and end - start > TIME_EPS:
+                return TimeRange(float(start), float(end))
         if value is None:
             if required:
                 self.fail(stream, f"{where}.{key}", "required", "missing; add [start, end] in seconds")
