@@ -4,6 +4,9 @@
     mavin-ops data version DIR                           DVC-version a dataset directory
     mavin-ops data validate DIR                          Great Expectations + grounding checks
     mavin-ops release                                    the release pipeline, locally
+    mavin-ops train --stage STAGE --dataset DIR          one training stage (DeepSpeed)
+    mavin-ops export CKPT --out REPO                     ONNX + Triton repository
+    mavin-ops publish REPO | serve | generate            model store, tritonserver, client
     mavin-ops evaluate GENERATED --out DIR               the papers' metrics -> metrics.json
     mavin-ops gate METRICS --out DIR                     floors + bootstrap non-regression vs champion
     mavin-ops promote MODEL VERSION --reason ...         move the champion alias (gate must have passed)
@@ -98,6 +101,88 @@ def _release(args: argparse.Namespace) -> int:
         echo=print,
     )
     return 0 if result.succeeded else 1
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mavin_ops import settings
+    from mavin_ops.training.trainer import train_stage
+
+    out = Path(args.out) if args.out else settings.home() / "train" / args.preset / args.stage
+    result = train_stage(
+        args.stage,
+        args.preset,
+        dataset=args.dataset,
+        out_dir=out,
+        init_checkpoint=args.init,
+        overrides={"steps": args.steps} if args.steps else None,
+        track=not args.no_track,
+    )
+    _print_json(
+        {
+            "stage": args.stage,
+            "step": result.step,
+            "checkpoint": str(result.checkpoint),
+            "checkpoint_sha256": result.checkpoint_sha256,
+            "final_loss": result.losses[-1]["loss"] if result.losses else None,
+            "mlflow_run_id": result.run_id,
+        }
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mavin_ops.serving.repository import export_and_build
+
+    export_and_build(args.checkpoint, args.out, version=args.version, log=print)
+    print(f"repository: {args.out}")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from mavin_ops import settings
+    from mavin_ops.serving.store import publish
+
+    published = publish(args.repository, args.store or str(settings.home() / "model-store"), name=args.name, endpoint_url=args.endpoint_url)
+    import dataclasses
+
+    _print_json(dataclasses.asdict(published))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mavin_ops import settings
+    from mavin_ops.serving.server import run_server
+
+    store = None if args.repository else (args.store or str(settings.home() / "model-store"))
+    return run_server(
+        args.repository,
+        store=store,
+        name=args.name,
+        version=args.version,
+        endpoint_url=args.endpoint_url,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+    )
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from mavin_ops.serving.client import generate
+
+    images = dict(pair.split("=", 1) for pair in args.image)
+    voices = dict(pair.split("=", 1) for pair in args.voice)
+    result = generate(
+        args.script, args.out, url=args.url, protocol=args.protocol, images=images or None, voices=voices or None,
+        seed=args.seed, steps=args.steps,
+    )
+    print(f"wrote {result.path}: clip {result.clip_id}, {result.num_frames} frames with its audio track")
+    return 0
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -268,6 +353,51 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--cache", action="store_true", help="reuse finished steps with the same inputs (KFP local cache)")
     rel.set_defaults(func=_release)
 
+    tr = sub.add_parser("train", help="train one stage (id | multishot | av | joint) with the DeepSpeed engine")
+    tr.add_argument("--stage", required=True, choices=["id", "multishot", "av", "joint"], help="training stage")
+    tr.add_argument("--preset", default="tiny", help="model preset: debug | tiny (default: tiny)")
+    tr.add_argument("--dataset", required=True, help="dataset directory (manifest.jsonl + media)")
+    tr.add_argument("--init", default=None, help="checkpoint of the previous stage to start from")
+    tr.add_argument("--out", default=None, help="checkpoint folder (default: $MAVIN_HOME/train/<preset>/<stage>); resumes when it holds one")
+    tr.add_argument("--steps", type=int, default=0, help="override the recipe's step count")
+    tr.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    tr.set_defaults(func=_train)
+
+    ex = sub.add_parser("export", help="export a checkpoint to ONNX (parity-checked) and build a Triton repository")
+    ex.add_argument("checkpoint", help="a training checkpoint folder or a .safetensors model file")
+    ex.add_argument("--out", required=True, help="Triton model repository folder to build")
+    ex.add_argument("--version", type=int, default=1, help="model version number in the repository (default: 1)")
+    ex.set_defaults(func=_export)
+
+    pub = sub.add_parser("publish", help="publish a built repository to the model store, atomically")
+    pub.add_argument("repository", help="repository folder built by `mavin-ops export`")
+    pub.add_argument("--store", default=None, help="a folder or s3://bucket/prefix (default: $MAVIN_HOME/model-store)")
+    pub.add_argument("--name", default="mavin", help="model name in the store (default: mavin)")
+    pub.add_argument("--endpoint-url", default=None, help="S3 endpoint URL for an s3:// store")
+    pub.set_defaults(func=_publish)
+
+    srv = sub.add_parser("serve", help="serve a repository or a published version with the local tritonserver")
+    srv.add_argument("--repository", default=None, help="a repository folder (default: fetch from --store)")
+    srv.add_argument("--store", default=None, help="model store (default: $MAVIN_HOME/model-store)")
+    srv.add_argument("--name", default="mavin", help="model name in the store (default: mavin)")
+    srv.add_argument("--version", type=int, default=None, help="published version (default: the newest complete one)")
+    srv.add_argument("--endpoint-url", default=None, help="S3 endpoint URL for an s3:// store")
+    srv.add_argument("--http-port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default: 8000)")
+    srv.add_argument("--grpc-port", type=int, default=8001, help="gRPC port on 127.0.0.1 (default: 8001)")
+    srv.add_argument("--metrics-port", type=int, default=8002, help="metrics port on 127.0.0.1 (default: 8002)")
+    srv.set_defaults(func=_serve)
+
+    gen2 = sub.add_parser("generate", help="generate an mp4 (video + audio track) from an MTSS script through Triton")
+    gen2.add_argument("--script", required=True, help="MTSS scene script (JSON)")
+    gen2.add_argument("--out", required=True, help="output mp4")
+    gen2.add_argument("--url", default=None, help="server URL (default: 127.0.0.1:8000 for HTTP, :8001 for gRPC)")
+    gen2.add_argument("--protocol", default="http", choices=["http", "grpc"], help="client protocol (default: http)")
+    gen2.add_argument("--image", action="append", default=[], metavar="ROLE=PNG", help="reference image for a role (repeatable)")
+    gen2.add_argument("--voice", action="append", default=[], metavar="ROLE=WAV", help="reference voice for a role (repeatable)")
+    gen2.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    gen2.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    gen2.set_defaults(func=_generate)
+
     ev = sub.add_parser("evaluate", help="score generated clips against the benchmark with the papers' metrics")
     ev.add_argument("generated", help="folder of generated clips in the dataset layout (manifest.jsonl + media)")
     ev.add_argument("--benchmark", default=None, help="benchmark dataset folder (default: score GENERATED's own media)")
@@ -344,9 +474,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.evaluation.results import MetricsFileError
     from mavin_ops.evaluation.runner import EvaluationError
     from mavin_ops.registry import PromotionError
+    from mavin_ops.serving.client import GenerateError
+    from mavin_ops.serving.export import ExportError
+    from mavin_ops.serving.server import ServerError
+    from mavin_ops.serving.store import StoreError
+    from mavin_ops.training.checkpoint import CheckpointError
+    from mavin_ops.training.data import DataError
+    from mavin_ops.training.trainer import TrainError
 
     return (UserError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
-            EvaluationError, DetectorConfigError, PolicyError, MetricsFileError, FileNotFoundError, FileExistsError, ValueError, KeyError)
+            EvaluationError, DetectorConfigError, PolicyError, MetricsFileError,
+            GenerateError, ExportError, ServerError, StoreError, CheckpointError, DataError, TrainError, FileNotFoundError, FileExistsError, ValueError, KeyError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

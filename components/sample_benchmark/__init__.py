@@ -1,0 +1,1 @@
+"""Component: sample_benchmark (see component.py)."""
