@@ -40,6 +40,10 @@ class ReleaseResult:
             ("mavin.dataset_digest", "dataset digest  "),
             ("mavin.dataset_commit", "registry commit "),
             ("mavin.git_commit", "code commit     "),
+            ("mavin.verdict", "verdict         "),
+            ("mavin.verdict_reason", "reason          "),
+            ("mavin.model_version", "model version   "),
+            ("mavin.triton_version", "served version  "),
         ):
             if key in self.tags:
                 out.append(f"  {label} : {self.tags[key]}")
@@ -62,6 +66,12 @@ def run_release(
     remote: str = "",
     endpoint_url: str = "",
     max_quarantine_share: float = 0.05,
+    train_steps: int = 0,
+    sample_steps: int = 0,
+    sample_limit: int = 0,
+    model_name: str = "mavin",
+    model_store: str = "",
+    gate_policy: str = "",
     cache: bool = False,
     echo: Callable[[str], None] | None = None,
 ) -> ReleaseResult:
@@ -91,6 +101,12 @@ def run_release(
             remote=remote,
             endpoint_url=endpoint_url,
             max_quarantine_share=max_quarantine_share,
+            train_steps=train_steps,
+            sample_steps=sample_steps,
+            sample_limit=sample_limit,
+            model_name=model_name,
+            model_store=model_store,
+            gate_policy=gate_policy,
             release_id=release_id,
         )
     except Exception as exc:  # the local runner raises when the pipeline fails

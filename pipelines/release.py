@@ -1,11 +1,13 @@
 """The release pipeline (Kubeflow Pipelines v2).
 
-    version data -> validate -> (training, evaluation, gate, export, publish, promote:
-    appended by later work) ; an exit handler closes the MLflow parent run whatever happened.
+    generate data -> version data -> validate data -> train id -> multishot -> av -> joint
+    -> sample benchmark -> evaluate -> gate -> if pass: export -> publish -> serving smoke
+    test -> register and promote; else: record "not promoted" with the gate's reason.
+    An exit handler closes the MLflow parent run with the true final status.
 
-Today it runs: generate data -> version data -> validate data. Every step is a component in
-components/<name>/ that calls a library function; the embedded default runs it with the
-KFP local runner (``mavin-ops release``), a cluster compiles it to IR YAML.
+Every step is a component in components/<name>/ that calls a library function; the
+embedded default runs it with the KFP local runner (``mavin-ops release``), a cluster
+compiles it to IR YAML (``mavin-ops compile``).
 
 Lineage: every step receives ``release_id`` (set by the caller; empty on a cluster, where the
 KFP run id stands in) and the KFP run id, and logs a nested MLflow run under the parent run
@@ -17,9 +19,19 @@ from typing import Callable
 from kfp import dsl
 
 from mavin_ops.components.close_lineage.component import close_lineage
+from mavin_ops.components.evaluate.component import evaluate
+from mavin_ops.components.export_model.component import export_model
+from mavin_ops.components.gate.component import gate
 from mavin_ops.components.generate_data.component import generate_data
+from mavin_ops.components.publish_model.component import publish_model
+from mavin_ops.components.register_model.component import record_not_promoted, register_model
+from mavin_ops.components.sample_benchmark.component import sample_benchmark
+from mavin_ops.components.serving_smoke_test.component import serving_smoke_test
+from mavin_ops.components.train.component import train
 from mavin_ops.components.validate_data.component import validate_data
 from mavin_ops.components.version_data.component import version_data
+
+STAGES = ("id", "multishot", "av", "joint")
 
 __all__ = ["PIPELINE_NAME", "Platform", "build_release_pipeline", "release_pipeline"]
 
@@ -51,6 +63,12 @@ def build_release_pipeline(platform: Platform = _local):
         remote: str = "",
         endpoint_url: str = "",
         max_quarantine_share: float = 0.05,
+        train_steps: int = 0,
+        sample_steps: int = 0,
+        sample_limit: int = 0,
+        model_name: str = "mavin",
+        model_store: str = "",
+        gate_policy: str = "",
         release_id: str = "",
     ):
         kfp_run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
@@ -66,7 +84,7 @@ def build_release_pipeline(platform: Platform = _local):
                 "version_data",
                 "version data",
             )
-            step(
+            validated = step(
                 validate_data(
                     dataset=dataset,
                     dataset_digest=versioned.outputs["digest"],
@@ -76,6 +94,61 @@ def build_release_pipeline(platform: Platform = _local):
                 "validate_data",
                 "validate data",
             )
+            digest = versioned.outputs["digest"]
+            previous = None
+            for stage in STAGES:
+                extra = {"parent_checkpoint": previous.outputs["checkpoint"]} if previous is not None else {}
+                task = train(stage=stage, preset=preset, dataset=dataset, dataset_digest=digest, steps=train_steps, **extra, **lineage)
+                if previous is None:
+                    task.after(validated)
+                previous = step(task, "train", f"train {stage}")
+            checkpoint = previous.outputs["checkpoint"]
+            sampled = step(
+                sample_benchmark(checkpoint=checkpoint, dataset=dataset, steps=sample_steps, limit=sample_limit, **lineage),
+                "sample_benchmark",
+                "sample benchmark",
+            )
+            scored = step(
+                evaluate(generated=sampled.outputs["generated"], benchmark=dataset, **lineage), "evaluate", "evaluate"
+            )
+            decided = step(
+                gate(metrics_json=scored.outputs["metrics_json"], policy_path=gate_policy, model_name=model_name, **lineage),
+                "gate",
+                "gate",
+            )
+            with dsl.If(decided.outputs["decision"] == "pass", name="gate-passed"):
+                exported = step(
+                    export_model(checkpoint=checkpoint, dataset_digest=digest, store=model_store, store_name=model_name, endpoint_url=endpoint_url, **lineage),
+                    "export_model",
+                    "export",
+                )
+                published = step(
+                    publish_model(repository=exported.outputs["repository"], store=model_store, name=model_name, endpoint_url=endpoint_url, **lineage),
+                    "publish_model",
+                    "publish",
+                )
+                smoke = step(
+                    serving_smoke_test(version=published.outputs["version"], store=model_store, name=model_name, endpoint_url=endpoint_url, **lineage),
+                    "serving_smoke_test",
+                    "serving smoke test",
+                )
+                step(
+                    register_model(
+                        checkpoint=checkpoint,
+                        gate_json=decided.outputs["gate_json"],
+                        metrics_uri=scored.outputs["metrics_uri"],
+                        triton_version=published.outputs["version"],
+                        triton_uri=published.outputs["uri"],
+                        smoke_passed=smoke.outputs["passed"],
+                        model_name=model_name,
+                        store=model_store,
+                        **lineage,
+                    ),
+                    "register_model",
+                    "register and promote",
+                )
+            with dsl.Else(name="gate-failed"):
+                step(record_not_promoted(gate_summary=decided.outputs["summary"], **lineage), "record_not_promoted", "not promoted")
 
     return release_pipeline
 

@@ -1,0 +1,1 @@
+"""Component: register_model (see component.py)."""

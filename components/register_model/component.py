@@ -1,0 +1,81 @@
+"""Register the released model version with its whole lineage and promote it to champion."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model
+
+from mavin_ops.components._image import IMAGE
+
+
+@dsl.component(base_image=IMAGE)
+def register_model(
+    checkpoint: Input[Model],
+    gate_json: Input[Artifact],
+    metrics_uri: str,
+    triton_version: int,
+    triton_uri: str,
+    smoke_passed: bool,
+    release_id: str,
+    kfp_run_id: str,
+    model_name: str = "mavin",
+    store: str = "",
+) -> NamedTuple("Registered", version=str, champion=str):
+    """Only runs on the gate's pass branch. Tags the new model version with the training
+    runs, checkpoint hash, dataset digest, gate report, metrics and the published Triton
+    version, then moves the ``champion`` alias to it (mavin_ops/registry.py)."""
+    from collections import namedtuple
+    from pathlib import Path
+
+    import mlflow
+
+    from mavin_ops import registry, settings, tracking
+    from mavin_ops.data.manifest import sha256_file
+
+    if not smoke_passed:
+        raise RuntimeError(f"serving smoke test failed for Triton version {triton_version}; not registering")
+    with tracking.step_run(release_id, kfp_run_id, "register_model", {"model_name": model_name}):
+        c = tracking.client()
+        parent = c.get_run(tracking.parent_run(release_id, kfp_run_id))
+        trains = c.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`mavin.step` LIKE 'train%'",
+        )
+        gate_path = Path(gate_json.path)
+        marker = Path(checkpoint.path) / "MANIFEST.json"
+        tags = {
+            "mavin.gate": "pass",
+            "mavin.gate_report": str(gate_path),
+            "mavin.metrics_json": metrics_uri,
+            "mavin.release_id": tracking.release_key(release_id, kfp_run_id),
+            "mavin.git_commit": parent.data.tags.get("mavin.git_commit", "unknown"),
+            "mavin.dataset_digest": parent.data.tags.get("mavin.dataset_digest", ""),
+            "mavin.training_runs": ",".join(sorted(r.info.run_id for r in trains)),
+            "mavin.checkpoint_sha256": sha256_file(marker) if marker.is_file() else "",
+            "mavin.triton_version": str(triton_version),
+            "mavin.triton_model": model_name,
+            "mavin.triton_store": store or str(settings.home() / "model-store"),
+            "mavin.triton_uri": triton_uri,
+        }
+        version = registry.register_version(model_name, str(Path(checkpoint.path).resolve()), tags=tags)
+        record = registry.promote(model_name, version, reason=f"release {tags['mavin.release_id']} passed the gate")
+        mlflow.set_tags({"mavin.model_version": version, "mavin.promoted": record.line()})
+        c.set_tag(parent.info.run_id, "mavin.model_version", f"{model_name}/{version}")
+        c.set_tag(parent.info.run_id, "mavin.verdict", "promoted")
+    out = namedtuple("Registered", ["version", "champion"])
+    return out(version, registry.champion_version(model_name) or "")
+
+
+@dsl.component(base_image=IMAGE)
+def record_not_promoted(gate_summary: str, release_id: str, kfp_run_id: str) -> str:
+    """The gate's fail branch: the release ends as a success whose verdict is "not promoted",
+    with the gate's reason on the MLflow parent run. Alias and served version stay as they are."""
+    from mavin_ops import tracking
+
+    c = tracking.client()
+    parent = tracking.parent_run(release_id, kfp_run_id)
+    c.set_tag(parent, "mavin.verdict", "not promoted")
+    c.set_tag(parent, "mavin.verdict_reason", gate_summary[:5000])
+    line = f"not promoted: {gate_summary}"
+    print(line)
+    return line

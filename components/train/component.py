@@ -1,0 +1,62 @@
+"""Train one stage of the recipe (training/trainer.py) and output its final checkpoint."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from mavin_ops.components._image import IMAGE
+
+
+@dsl.component(base_image=IMAGE)
+def train(
+    stage: str,
+    preset: str,
+    dataset: Input[Dataset],
+    dataset_digest: str,
+    release_id: str,
+    kfp_run_id: str,
+    checkpoint: Output[Model],
+    parent_checkpoint: Input[Model] = None,
+    steps: int = 0,
+) -> NamedTuple("TrainOutputs", step=int, final_loss=float, checkpoint_sha256=str, run_id=str):
+    """Train ``stage`` (id | multishot | av | joint) of ``preset`` on ``dataset``, starting from
+    ``parent_checkpoint`` (the previous stage's output; not given for ``id``). ``steps`` > 0
+    overrides the recipe's step count. The working checkpoints live under
+    ``$MAVIN_HOME/runs/<release>/train/<stage>`` so a retried task resumes; the final
+    checkpoint is copied to ``checkpoint.path``. Logs a nested MLflow run ``train_<stage>``."""
+    from collections import namedtuple
+
+    from mavin_ops import settings, tracking
+    from mavin_ops.training import checkpoint as ckpt
+    from mavin_ops.training.trainer import train_stage
+
+    key = tracking.release_key(release_id, kfp_run_id)
+    workdir = settings.home() / "runs" / key / "train" / stage
+    result = train_stage(
+        stage,
+        preset,
+        dataset=dataset.path,
+        out_dir=workdir,
+        init_checkpoint=parent_checkpoint.path if parent_checkpoint is not None else None,
+        dataset_digest=dataset_digest,
+        overrides={"steps": steps} if steps > 0 else None,
+        release_id=release_id,
+        kfp_run_id=kfp_run_id,
+        progress=False,
+    )
+    ckpt.copy_checkpoint(result.checkpoint, checkpoint.path)
+    final_loss = result.losses[-1]["loss"] if result.losses else float("nan")
+    checkpoint.metadata.update(
+        {
+            "stage": stage,
+            "preset": preset,
+            "step": result.step,
+            "checkpoint_sha256": result.checkpoint_sha256,
+            "dataset_digest": result.dataset_digest,
+            "mlflow_run_id": result.run_id or "",
+            "parent_checkpoint": result.init_checkpoint or "",
+        }
+    )
+    out = namedtuple("TrainOutputs", ["step", "final_loss", "checkpoint_sha256", "run_id"])
+    return out(result.step, float(final_loss), result.checkpoint_sha256, result.run_id or "")

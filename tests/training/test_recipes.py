@@ -1,0 +1,89 @@
+"""Stage recipes: the paper's optimizer and loss weights, the stage chain, trainable groups."""
+
+from __future__ import annotations
+
+import pytest
+
+from mavin_ops.training import recipes
+from mavin_ops.training.recipes import PARAM_GROUPS, PRESETS, STAGES, RecipeError, StageRecipe, get_recipe, match_groups
+
+
+def test_stages_chain_in_the_paper_order():
+    assert STAGES == ("id", "multishot", "av", "joint")
+    assert [recipes.previous_stage(s) for s in STAGES] == [None, "id", "multishot", "av"]
+    assert recipes.stage_chain("av") == ("id", "multishot", "av")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_recipe_uses_the_papers_optimizer_and_loss_weights(stage, preset):
+    r = get_recipe(stage, preset)
+    assert r.betas == (0.9, 0.95) and r.eps == 1e-8  # MAVIN C.2
+    assert r.loss_weights == {"video": 0.85, "audio": 0.15}
+    if preset != "tiny":  # tiny trains from random init with a larger lr (documented in recipes.py)
+        assert r.lr == 5e-5
+
+
+def test_paper_schedule_and_debug_is_a_handful_of_steps():
+    assert [get_recipe(s, "paper").steps for s in STAGES] == [60_000, 20_000, 15_000, 15_000]
+    assert all(1 <= get_recipe(s, "debug").steps <= 10 for s in STAGES)
+    assert all(get_recipe(s, "tiny").steps >= 100 for s in STAGES)
+
+
+def test_joint_interleaves_the_data_of_every_earlier_stage():
+    earlier = {sub for s in ("id", "multishot", "av") for sub, _ in get_recipe(s, "paper").mixture}
+    joint = get_recipe("joint", "paper")
+    assert {sub for sub, _ in joint.mixture} == earlier and len(joint.mixture) == 3
+    assert joint.trainable == ("all",)
+
+
+def test_trainable_groups_select_the_real_models_parameters():
+    from mavin_ops.model import build_model
+
+    names = [n for n, _ in build_model("debug").named_parameters()]
+    for group, patterns in PARAM_GROUPS.items():
+        assert match_groups(names, patterns), f"group {group} matches no parameter of the debug model"
+    ident = set(match_groups(names, get_recipe("id", "paper").patterns))
+    assert "denoiser.role_embed.weight" in ident and any("timbre_encoder" in n for n in ident)
+    assert "denoiser.blocks.0.attn1.to_q.weight" in ident and "denoiser.blocks.0.attn2.to_q.weight" not in ident
+    text = set(match_groups(names, get_recipe("multishot", "paper").patterns))
+    assert "denoiser.blocks.0.audio_attn2.to_q.weight" in text and "text_encoder.token_embed.weight" in text
+    assert not any(n.startswith("denoiser.blocks") and (".ff." in n or "audio_ff" in n or "_to_" in n) for n in text)
+    av = set(match_groups(names, get_recipe("av", "paper").patterns))
+    assert "denoiser.blocks.0.audio_to_video_attn.to_q.weight" in av and "denoiser.blocks.0.video_to_audio_attn.to_q.weight" in av
+    assert "denoiser.blocks.0.ff.fc1.weight" not in av and "denoiser.blocks.0.audio_ff.fc1.weight" in av
+
+
+def test_overrides_are_checked():
+    assert get_recipe("id", "debug", steps=3, zero_stage=0).steps == 3
+    with pytest.raises(RecipeError, match="unknown recipe field.*stepz"):
+        get_recipe("id", "debug", stepz=3)
+    with pytest.raises(RecipeError, match="unknown stage 'pretrain'; use one of id, multishot, av, joint"):
+        get_recipe("pretrain", "debug")
+    with pytest.raises(RecipeError, match="unknown training preset 'huge'"):
+        get_recipe("id", "huge")
+    with pytest.raises(RecipeError, match="ZeRO stage 3 is not supported"):
+        get_recipe("id", "debug", zero_stage=3)
+    with pytest.raises(RecipeError, match="unknown subset 'faces'"):
+        get_recipe("id", "debug", mixture=(("faces", 1.0),))
+    with pytest.raises(RecipeError, match="loss_weights needs exactly"):
+        get_recipe("id", "debug", loss_weights={"video": 1.0})
+
+
+def test_recipe_round_trips_through_json():
+    r = get_recipe("joint", "tiny")
+    import json
+
+    assert StageRecipe.from_dict(json.loads(r.to_json())) == r
+
+
+def test_public_api_names_resolve():
+    import importlib
+
+    import mavin_ops.training as pkg
+
+    for name in pkg.__all__:
+        assert hasattr(pkg, name), name
+    for mod in ("adapter", "checkpoint", "cluster", "data", "engine", "golden", "mavin_adapter", "recipes", "trainer"):
+        m = importlib.import_module(f"mavin_ops.training.{mod}")
+        assert m.__all__ and all(hasattr(m, n) for n in m.__all__), mod
