@@ -97,9 +97,19 @@ def _release(args: argparse.Namespace) -> int:
         remote=args.remote or "",
         endpoint_url=args.endpoint_url or "",
         max_quarantine_share=args.max_quarantine_share,
+        train_steps=args.train_steps,
+        sample_steps=args.sample_steps,
+        sample_limit=args.sample_limit,
+        model_name=args.model,
+        gate_policy=args.policy or "",
         cache=args.cache,
         echo=print,
     )
+    if result.succeeded and result.tags.get("mavin.verdict") == "promoted":
+        from mavin_ops import lineage
+
+        print(f"lineage of {args.model}@champion:")
+        print(lineage.render_text(lineage.lineage(f"{args.model}@champion")))
     return 0 if result.succeeded else 1
 
 
@@ -160,16 +170,31 @@ def _serve(args: argparse.Namespace) -> int:
     from mavin_ops.serving.server import run_server
 
     store = None if args.repository else (args.store or str(settings.home() / "model-store"))
+    version = args.version
+    if store is not None and version is None:
+        version = _champion_triton_version(args.name)
     return run_server(
         args.repository,
         store=store,
         name=args.name,
-        version=args.version,
+        version=version,
         endpoint_url=args.endpoint_url,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
     )
+
+
+def _champion_triton_version(model: str) -> int | None:
+    """The Triton version published for the registry's champion, so that a rollback also
+    rolls back what `serve` serves; None when there is no champion (serve the newest)."""
+    from mavin_ops import registry, tracking
+
+    champion = registry.champion_version(model)
+    if champion is None:
+        return None
+    tag = tracking.client().get_model_version(model, champion).tags.get("mavin.triton_version")
+    return int(tag) if tag else None
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -350,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--remote", default=None, help="DVC remote (default: $MAVIN_HOME/dvc-remote)")
     rel.add_argument("--endpoint-url", default=None, help="S3 endpoint URL for an s3:// remote")
     rel.add_argument("--max-quarantine-share", type=float, default=0.05, help="validation threshold (default: 0.05)")
+    rel.add_argument("--train-steps", type=int, default=0, help="override every stage's step count (default: the recipe's)")
+    rel.add_argument("--sample-steps", type=int, default=0, help="sampler steps for the benchmark clips (default: the model's)")
+    rel.add_argument("--sample-limit", type=int, default=0, help="benchmark clips to generate (default: all)")
+    rel.add_argument("--model", default="mavin", help="registered model name (default: mavin)")
+    rel.add_argument("--policy", default=None, help="gate policy YAML (default: evaluation/gate_policy.yaml)")
     rel.add_argument("--cache", action="store_true", help="reuse finished steps with the same inputs (KFP local cache)")
     rel.set_defaults(func=_release)
 
@@ -380,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--repository", default=None, help="a repository folder (default: fetch from --store)")
     srv.add_argument("--store", default=None, help="model store (default: $MAVIN_HOME/model-store)")
     srv.add_argument("--name", default="mavin", help="model name in the store (default: mavin)")
-    srv.add_argument("--version", type=int, default=None, help="published version (default: the newest complete one)")
+    srv.add_argument("--version", type=int, default=None, help="published version (default: the champion's, else the newest complete one)")
     srv.add_argument("--endpoint-url", default=None, help="S3 endpoint URL for an s3:// store")
     srv.add_argument("--http-port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default: 8000)")
     srv.add_argument("--grpc-port", type=int, default=8001, help="gRPC port on 127.0.0.1 (default: 8001)")

@@ -107,3 +107,15 @@ def test_cli_promote_history_rollback(capsys):
     # A conflicting promotion is a one-line error, exit 2.
     assert main(["promote", "m", v[1], "--reason", "x", "--expect-champion", "none"]) == 2
     assert "another promotion won" in capsys.readouterr().err
+
+
+def test_serve_follows_the_champion_through_a_rollback():
+    from mavin_ops.cli import _champion_triton_version
+
+    assert _champion_triton_version("m") is None
+    v = [registry.register_version("m", f"/c{i}", tags={"mavin.gate": "pass", "mavin.triton_version": str(10 + i)}) for i in range(2)]
+    registry.promote("m", v[0], reason="a")
+    registry.promote("m", v[1], reason="b")
+    assert _champion_triton_version("m") == 11
+    registry.rollback("m", reason="regression")
+    assert _champion_triton_version("m") == 10
