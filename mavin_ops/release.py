@@ -77,9 +77,16 @@ def run_release(
 ) -> ReleaseResult:
     """Run the release pipeline locally. Never raises for a failed pipeline: the result says
     what failed, and the MLflow parent run carries the final status."""
+    import warnings
+
     from kfp import local
 
     from mavin_ops.pipelines.release import PIPELINE_NAME, release_pipeline
+
+    # Local-runner notes that do not apply here: cluster-only settings are ignored locally,
+    # and the component image is this very environment.
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
+    warnings.filterwarnings("ignore", message=".*custom or non-Python base image")
 
     home = settings.home()
     # Steps run as subprocesses: they must see the same state folder and tracking store.

@@ -15,7 +15,9 @@ from mavin_ops.release import run_release
 
 
 @pytest.mark.server
-def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_home):
+def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_home, monkeypatch):
+    secret = "sk-test-secret-0123456789"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     lenient = tmp_path / "lenient.yaml"
     lenient.write_text("version: 1\nmetrics:\n  sta: {min: 0.0, tolerance: 1.0}\n")
     common = dict(preset="debug", train_steps=2, sample_steps=2, sample_limit=2, model_name="mavin-debug")
@@ -37,6 +39,12 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     summary = json.loads((local / "validation.json").read_text())
     assert summary["rows"] == 6 and summary["quarantined"] == 0 and summary["passed"] is True
     assert "mlflow ui --backend-store-uri" in "\n".join(first.lines())
+    # Credentials from the environment never reach params, tags or the pipeline's outputs.
+    for run in [c.get_run(first.parent_run_id), *runs.values()]:
+        assert secret not in repr(run.data.params) and secret not in repr(run.data.tags)
+    for path in Path(first.pipeline_dir).rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert secret.encode() not in path.read_bytes(), path
     champion = registry.champion_version("mavin-debug")
     assert champion == "1"
     chain = lineage.lineage("mavin-debug@champion")
