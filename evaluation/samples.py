@@ -42,6 +42,7 @@ def generate_benchmark(
     bench = Path(benchmark_root)
     out = Path(out_dir)
     rows = [line.row for line in manifest.read_manifest(bench) if line.row and line.row.get("split") == split]
+    rows.sort(key=lambda r: str(r.get("id")))  # the evaluator's order, so a limit picks the same clips
     if limit is not None:
         rows = rows[:limit]
     if not rows:

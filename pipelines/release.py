@@ -109,7 +109,7 @@ def build_release_pipeline(platform: Platform = _local):
                 "sample benchmark",
             )
             scored = step(
-                evaluate(generated=sampled.outputs["generated"], benchmark=dataset, **lineage), "evaluate", "evaluate"
+                evaluate(generated=sampled.outputs["generated"], benchmark=dataset, limit=sample_limit, **lineage), "evaluate", "evaluate"
             )
             decided = step(
                 gate(metrics_json=scored.outputs["metrics_json"], policy_path=gate_policy, model_name=model_name, **lineage),

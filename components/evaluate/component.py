@@ -19,6 +19,7 @@ def evaluate(
     metrics_json: Output[Artifact],
     config_path: str = "",
     val_metrics: str = "",
+    limit: int = 0,
 ) -> NamedTuple("EvaluateOutputs", benchmark_digest=str, n_clips=int, summary=str, metrics_uri=str):
     """Score the clips in ``generated`` (dataset layout, same ids as the benchmark's ``eval``
     split) against ``benchmark``. ``config_path``: an evaluation config YAML ("" = the
@@ -47,6 +48,7 @@ def evaluate(
                 tmp,
                 config=config_path or None,
                 val_metrics=val_metrics or None,
+                limit=limit or None,
             )
             Path(metrics_json.path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(tmp) / "metrics.json", metrics_json.path)
