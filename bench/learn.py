@@ -12,7 +12,9 @@ Writes a JSON result and prints a Markdown table with the wall time of every pha
 
 Usage: .venv/bin/python bench/learn.py [--preset tiny] [--threads 2] [--steps-scale 1.0]
                                        [--clips 32] [--sample-steps 25] [--data DIR] [--work DIR]
-                                       [--out bench/results/learn.json]
+                                       [--variants trained,nobtr] [--out bench/results/learn.json]
+
+Training resumes: with the same ``--work`` folder, finished stages are not trained again.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-steps", type=int, default=None, help="Euler steps per generated clip (default: the model's)")
     p.add_argument("--data", default=None)
     p.add_argument("--work", default=None, help="keep checkpoints here (default: a temporary folder)")
+    p.add_argument("--variants", default="trained,nobtr", help="which trained models: trained (the recipe), nobtr (the ablation)")
     p.add_argument("--out", default="bench/results/learn.json")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -100,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         steps = {s: max(1, round(get_recipe(s, a.preset).steps * a.steps_scale)) for s in STAGES}
 
         base_cfg = mconfig.preset(a.preset)
-        variants = {"trained": base_cfg, "w/o BTR (trained, routing off)": base_cfg.replace(**{"routing.boundary_routing": False})}
+        wanted = set(a.variants.split(","))
+        variants = {}
+        if "trained" in wanted:
+            variants["trained"] = base_cfg
+        if "nobtr" in wanted:
+            variants["w/o BTR (trained, routing off)"] = base_cfg.replace(**{"routing.boundary_routing": False})
         models: dict[str, Any] = {}
         losses: dict[str, list[float]] = {}
         for name, cfg in variants.items():

@@ -208,6 +208,7 @@ _PRESET_DEFS: dict[str, dict[str, Any]] = {
         "steps": {"id": 150, "multishot": 150, "av": 150, "joint": 400},
         "batch": 8,
         "checkpoint_every": 50,
+        "log_every": 10,
         "lr": 1e-3,
         "extra_trainable": {s: ("all",) for s in STAGES},
     },
@@ -215,6 +216,7 @@ _PRESET_DEFS: dict[str, dict[str, Any]] = {
         "steps": {"id": 60_000, "multishot": 20_000, "av": 15_000, "joint": 15_000},
         "batch": 1,
         "checkpoint_every": 1000,
+        "log_every": 50,
         "lr": 5e-5,
         "bf16": True,
     },
@@ -245,6 +247,7 @@ def get_recipe(stage: str, preset: str, **overrides: Any) -> StageRecipe:
         "batch": p["batch"],
         "checkpoint_every": p["checkpoint_every"],
         "lr": p["lr"],
+        "log_every": p.get("log_every", 1),
         "bf16": p.get("bf16", False),
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
