@@ -94,6 +94,9 @@ def test_dvc_yaml_generate_stage_is_declared_with_its_params():
     assert set(gen["params"]) >= {"data.preset", "data.seed"}
     assert gen["outs"] == ["${data.root}"]
     assert params["data"]["preset"] in {"debug", "tiny"}
+    pre = stages["precompute"]
+    assert "${data.root}" in pre["deps"] and pre["outs"] == ["${data.latents}"]
+    assert "python -m mavin_ops.training precompute" in pre["cmd"]
 
 
 @pytest.mark.slow
