@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .export import EXPORT_MANIFEST, read_export, sha256_file
+from .export import EXPORT_MANIFEST, read_export, replace_dir, sha256_file
 from .spec import ENTRY_MODEL, VARIANTS, RepositorySpec, ServingLimits, describe, render_config
 
 __all__ = [
@@ -159,13 +159,7 @@ def build_repository(
             "files": files,
         }
         (stage / REPOSITORY_MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-            stage.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            stage.rename(out)
+        replace_dir(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
