@@ -239,7 +239,7 @@ def _gate(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     from mavin_ops import registry
 
-    expected = registry._UNSET if args.expect_champion is None else (None if args.expect_champion == "none" else args.expect_champion)
+    expected = registry.ANY_CHAMPION if args.expect_champion is None else (None if args.expect_champion == "none" else args.expect_champion)
     record = registry.promote(args.model, args.version, reason=args.reason, who=args.who, expected_champion=expected)
     print(record.line())
     return 0

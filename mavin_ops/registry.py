@@ -28,6 +28,7 @@ from typing import Any, Iterator
 from mavin_ops import settings
 
 __all__ = [
+    "ANY_CHAMPION",
     "AUDIT_PREFIX",
     "CHAMPION",
     "AuditRecord",
@@ -157,7 +158,8 @@ def _record(model: str, action: str, frm: str | None, to: str, who: str | None, 
     )
 
 
-_UNSET = object()
+#: ``expected_champion`` default: move the alias whatever the current champion is.
+ANY_CHAMPION = object()
 
 
 def promote(
@@ -166,7 +168,7 @@ def promote(
     *,
     reason: str,
     who: str | None = None,
-    expected_champion: Any = _UNSET,
+    expected_champion: Any = ANY_CHAMPION,
 ) -> AuditRecord:
     """Move ``champion`` to ``version`` if its gate passed and it is newer than the current
     champion. ``expected_champion`` (a version or None) makes the move a compare-and-set:
@@ -188,7 +190,7 @@ def promote(
         )
     with _lock(model):
         current = champion_version(model)
-        if expected_champion is not _UNSET and (None if expected_champion is None else str(expected_champion)) != current:
+        if expected_champion is not ANY_CHAMPION and (None if expected_champion is None else str(expected_champion)) != current:
             raise PromotionConflict(
                 f"champion of {model} is v{current or '-'}, not v{expected_champion or '-'} as expected: another promotion won; re-check and retry"
             )

@@ -19,28 +19,24 @@ def sample_benchmark(
 ) -> int:
     """One generated clip per benchmark (eval) script, in the dataset layout; returns the
     number of clips. ``steps`` 0 = the model's default sampler steps; ``limit`` 0 = all."""
+    from pathlib import Path
+
     import mlflow
-    import torch
 
     from mavin_ops import tracking
+    from mavin_ops.data import manifest
     from mavin_ops.evaluation.samples import generate_benchmark
+    from mavin_ops.training import checkpoint as ckpt
     from mavin_ops.training.trainer import load_trained_model
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     params = {"steps": steps or None, "seed": seed, "limit": limit or None}
     with tracking.step_run(release_id, kfp_run_id, "sample_benchmark", params):
         model, meta = load_trained_model(checkpoint.path)
         generate_benchmark(
             model, dataset.path, generated.path, steps=steps or None, seed=seed, limit=limit or None
         )
-        from mavin_ops.data import manifest
-
         n = sum(1 for line in manifest.read_manifest(generated.path) if line.row)
         mlflow.log_metric("generated_clips", n)
-        from pathlib import Path
-
-        from mavin_ops.training import checkpoint as ckpt
-
         marker = Path(checkpoint.path) / ckpt.MANIFEST
         if marker.is_file():
             mlflow.set_tag("mavin.checkpoint_sha256", manifest.sha256_file(marker))
