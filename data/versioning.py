@@ -125,8 +125,10 @@ def _pointer(root: Path, name: str) -> dict:
 
 
 def _tags(root: Path, name: str) -> list[str]:
-    out = _git("tag", "--list", f"{name}-v*", "--sort=-v:refname", cwd=root)
-    return [t for t in out.split() if t[len(name) + 2 :].isdigit()]
+    """The version tags ``<name>-v<N>`` of ``name``, newest (highest N) first: v10 before v9."""
+    out = _git("tag", "--list", f"{name}-v*", cwd=root)
+    tags = [t for t in out.split() if t[len(name) + 2 :].isdigit()]
+    return sorted(tags, key=lambda t: int(t[len(name) + 2 :]), reverse=True)
 
 
 def version_dataset(
@@ -162,7 +164,7 @@ def version_dataset(
     commit = _git("rev-parse", "HEAD", cwd=root).strip()
     tag = next((t for t in tags if _git("rev-list", "-n", "1", t, cwd=root).strip() == commit), "")
     if not tag:
-        tag = f"{name}-v{len(tags) + 1}"
+        tag = f"{name}-v{int(tags[0][len(name) + 2 :]) + 1 if tags else 1}"  # highest N + 1
         _git("tag", "-a", tag, "-m", f"{name} {digest}", cwd=root)
     if push:
         dvc("push", "-q", "-r", "storage", f"datasets/{name}", cwd=root)
@@ -182,20 +184,29 @@ def version_dataset(
 def resolve_version(
     registry: str | os.PathLike | None = None, *, name: str = DEFAULT_NAME, rev: str = "latest"
 ) -> DatasetVersion:
-    """The version at ``rev`` (a tag, a commit, or ``latest`` = the newest tag) without
-    touching the registry's work tree."""
+    """The version at ``rev`` (a tag such as ``mavinset-mini-v3``, a registry commit, or
+    ``latest`` = the ``<name>-v<N>`` tag with the highest N at call time) without touching
+    the registry's work tree."""
     root = Path(registry) if registry else settings.home() / "data-registry"
+    rev = (rev or "").strip()
+    hint = f"use 'latest', a tag listed by `git -C {root} tag --list '{name}-v*'`, or a registry commit"
+    if not rev or rev.startswith("-"):
+        raise VersioningError(f"dataset revision '{rev}' for the registry {root} is not a revision; {hint}")
     if not (root / ".dvc").is_dir():
-        raise VersioningError(f"no data registry at {root}; run `mavin-ops data version <dataset>` first")
+        raise VersioningError(
+            f"no data registry at {root} to resolve dataset revision '{rev}'; version a dataset there first (`mavin-ops data version <dataset>`) or pass the registry that holds it"
+        )
     if rev == "latest":
         tags = _tags(root, name)
         if not tags:
-            raise VersioningError(f"the registry {root} has no version of '{name}' yet")
+            raise VersioningError(
+                f"dataset revision 'latest': the registry {root} has no version of '{name}' yet; run `mavin-ops data version <dataset>` first"
+            )
         rev = tags[0]
     try:
         text = _git("show", f"{rev}:datasets/{name}.dvc", cwd=root)
     except VersioningError:
-        raise VersioningError(f"revision '{rev}' of the registry {root} has no dataset '{name}'") from None
+        raise VersioningError(f"revision '{rev}' of the registry {root} has no dataset '{name}'; {hint}") from None
     out = yaml.safe_load(text)["outs"][0]
     commit = _git("rev-list", "-n", "1", rev, cwd=root).strip()
     tag = next((t for t in _tags(root, name) if _git("rev-list", "-n", "1", t, cwd=root).strip() == commit), "")

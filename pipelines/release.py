@@ -1,6 +1,7 @@
 """The release pipeline (Kubeflow Pipelines v2).
 
-    generate data -> version data -> validate data -> train id -> multishot -> av -> joint
+    generate data -> version data (or, with dataset_rev set: resolve data) -> validate data
+    -> train id -> multishot -> av -> joint
     -> sample benchmark -> evaluate -> gate -> if pass: export -> publish -> serving smoke
     test -> register and promote; else: record "not promoted" with the gate's reason.
     An exit handler closes the MLflow parent run with the true final status.
@@ -12,11 +13,21 @@ compiles it to IR YAML (``mavin-ops compile``).
 Lineage: every step receives ``release_id`` (set by the caller; empty on a cluster, where the
 KFP run id stands in) and the KFP run id, and logs a nested MLflow run under the parent run
 of that release (mavin_ops/tracking.py).
+
+Data: with ``dataset_rev`` empty (the embedded default) the run generates a dataset and
+versions it in the DVC registry; with ``dataset_rev`` set (a tag such as
+``mavinset-mini-v3``, a registry commit, or ``latest`` = the newest version when the run
+starts, what scheduled cluster runs use) resolve_data pulls that version from the registry
+instead. Either branch tags the parent run with the digest, tag and commit it used. The two
+branches' digest and dataset URI are merged with ``dsl.OneOf`` and the URI is imported as
+the Dataset artifact later steps read: the KFP local runner (2.17) merges parameters with
+OneOf but refuses an artifact OneOf ("Expected 1 artifact in ArtifactSelectorSpec").
 """
 
 from typing import Callable
 
 from kfp import dsl
+from kfp.dsl import Dataset
 
 from mavin_ops.components.close_lineage.component import close_lineage
 from mavin_ops.components.evaluate.component import evaluate
@@ -25,6 +36,7 @@ from mavin_ops.components.gate.component import gate
 from mavin_ops.components.generate_data.component import generate_data
 from mavin_ops.components.publish_model.component import publish_model
 from mavin_ops.components.register_model.component import record_not_promoted, register_model
+from mavin_ops.components.resolve_data.component import resolve_data
 from mavin_ops.components.sample_benchmark.component import sample_benchmark
 from mavin_ops.components.serving_smoke_test.component import serving_smoke_test
 from mavin_ops.components.train.component import train
@@ -59,6 +71,7 @@ def build_release_pipeline(platform: Platform = _local):
         preset: str = "tiny",
         seed: int = 0,
         dataset_name: str = "mavinset-mini",
+        dataset_rev: str = "",
         registry: str = "",
         remote: str = "",
         endpoint_url: str = "",
@@ -75,26 +88,43 @@ def build_release_pipeline(platform: Platform = _local):
         lineage = {"release_id": release_id, "kfp_run_id": kfp_run_id}
         closer = step(close_lineage(**lineage), "close_lineage", "close lineage")
         with dsl.ExitHandler(closer, name="release"):
-            generated = step(generate_data(preset=preset, seed=seed, **lineage), "generate_data", "generate data")
-            dataset = generated.outputs["dataset"]
-            versioned = step(
-                version_data(
-                    dataset=dataset, name=dataset_name, registry=registry, remote=remote, endpoint_url=endpoint_url, **lineage
-                ),
-                "version_data",
-                "version data",
-            )
+            with dsl.If(dataset_rev == "", name="fresh-data"):
+                generated = step(generate_data(preset=preset, seed=seed, **lineage), "generate_data", "generate data")
+                versioned = step(
+                    version_data(
+                        dataset=generated.outputs["dataset"],
+                        name=dataset_name,
+                        registry=registry,
+                        remote=remote,
+                        endpoint_url=endpoint_url,
+                        **lineage,
+                    ),
+                    "version_data",
+                    "version data",
+                )
+            with dsl.Else(name="registry-data"):
+                resolved = step(
+                    resolve_data(dataset_rev=dataset_rev, name=dataset_name, registry=registry, **lineage),
+                    "resolve_data",
+                    "resolve data",
+                )
+                # "latest" means the newest version when this run starts: never a cached answer.
+                resolved.set_caching_options(False)
+            digest = dsl.OneOf(versioned.outputs["digest"], resolved.outputs["digest"])
+            dataset_uri = dsl.OneOf(versioned.outputs["dataset_uri"], resolved.outputs["dataset_uri"])
+            imported = dsl.importer(artifact_uri=dataset_uri, artifact_class=Dataset, reimport=False)
+            imported.set_display_name("dataset")
+            dataset = imported.output
             validated = step(
                 validate_data(
                     dataset=dataset,
-                    dataset_digest=versioned.outputs["digest"],
+                    dataset_digest=digest,
                     max_quarantine_share=max_quarantine_share,
                     **lineage,
                 ),
                 "validate_data",
                 "validate data",
             )
-            digest = versioned.outputs["digest"]
             previous = None
             for stage in STAGES:
                 extra = {"parent_checkpoint": previous.outputs["checkpoint"]} if previous is not None else {}

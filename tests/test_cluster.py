@@ -25,7 +25,10 @@ def test_profile_settings_land_in_the_platform_spec(tmp_path):
     path = cluster.compile_pipeline(profile, tmp_path / "p.yaml")
     pipeline_spec, platform = list(yaml.safe_load_all(path.read_text()))
     executors = pipeline_spec["deploymentSpec"]["executors"]
-    assert {e["container"]["image"] for e in executors.values()} == {profile.image}
+    # Every container step runs the profile's image; the importer (the dataset either data
+    # branch produced, see pipelines/release.py) is run by the KFP driver, not in a container.
+    assert {e["container"]["image"] for e in executors.values() if "importer" not in e} == {profile.image}
+    assert [name for name, e in executors.items() if "importer" in e] == ["exec-importer"]
     validate = next(e for name, e in executors.items() if "validate-data" in name)["container"]
     assert validate["resources"]["accelerator"]["resourceCount"] == "8"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

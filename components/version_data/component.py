@@ -17,9 +17,11 @@ def version_data(
     endpoint_url: str,
     release_id: str,
     kfp_run_id: str,
-) -> NamedTuple("DatasetVersion", digest=str, commit=str, tag=str, registry=str):
+) -> NamedTuple("DatasetVersion", digest=str, commit=str, tag=str, registry=str, dataset_uri=str):
     """dvc add + git commit + tag + dvc push; logs the dataset to MLflow with its digest and
-    tags the parent run with the dataset lineage. Empty strings mean the defaults."""
+    tags the parent run with the dataset lineage. Empty strings mean the defaults.
+    ``dataset_uri`` is the versioned artifact's URI, which the release pipeline merges with
+    resolve_data's (dsl.OneOf) and imports as the dataset every later step reads."""
     from collections import namedtuple
 
     import mlflow
@@ -40,5 +42,5 @@ def version_data(
         parent = tracking.parent_run(release_id, kfp_run_id)
         for key, value in lineage.items():
             c.set_tag(parent, key, value)
-    out = namedtuple("DatasetVersion", ["digest", "commit", "tag", "registry"])
-    return out(v.digest, v.commit, v.tag, v.registry)
+    out = namedtuple("DatasetVersion", ["digest", "commit", "tag", "registry", "dataset_uri"])
+    return out(v.digest, v.commit, v.tag, v.registry, dataset.uri)

@@ -1,0 +1,1 @@
+"""Component: resolve_data (see component.py)."""
