@@ -4,6 +4,7 @@
     mavin-ops data version DIR                           DVC-version a dataset directory
     mavin-ops data validate DIR                          Great Expectations + grounding checks
     mavin-ops release                                    the release pipeline, locally
+    mavin-ops release --resume RELEASE_ID                re-run a failed release; finished steps are reused
     mavin-ops train --stage STAGE --dataset DIR          one training stage (DeepSpeed)
     mavin-ops export CKPT --out REPO                     ONNX + Triton repository
     mavin-ops publish REPO | serve | generate            model store, tritonserver, client
@@ -87,9 +88,21 @@ def _data_validate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- release
 
 
+#: The pipeline options of ``mavin-ops release``: a resumed release keeps the ones it was started with.
+_RELEASE_OPTIONS = ("preset", "seed", "registry", "remote", "endpoint_url", "max_quarantine_share", "train_steps",
+                    "sample_steps", "sample_limit", "model", "policy", "dataset_rev")
+
+
 def _release(args: argparse.Namespace) -> int:
     from mavin_ops.release import run_release
 
+    if args.resume:
+        defaults = build_parser().parse_args(["release"])
+        given = [f"--{k.replace('_', '-')}" for k in _RELEASE_OPTIONS if getattr(args, k) != getattr(defaults, k)]
+        if given:
+            raise UserError(f"--resume reruns the release with the options it was started with; drop {', '.join(given)}")
+        if not args.cache:
+            raise UserError("--resume reuses the cached steps; drop --no-cache")
     result = run_release(
         preset=args.preset,
         seed=args.seed,
@@ -102,7 +115,9 @@ def _release(args: argparse.Namespace) -> int:
         sample_limit=args.sample_limit,
         model_name=args.model,
         gate_policy=args.policy or "",
+        dataset_rev=args.dataset_rev,
         cache=args.cache,
+        resume=args.resume,
         echo=print,
     )
     if result.succeeded and result.tags.get("mavin.verdict") == "promoted":
@@ -380,7 +395,28 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--sample-limit", type=int, default=0, help="benchmark clips to generate (default: all)")
     rel.add_argument("--model", default="mavin", help="registered model name (default: mavin)")
     rel.add_argument("--policy", default=None, help="gate policy YAML (default: evaluation/gate_policy.yaml)")
-    rel.add_argument("--cache", action="store_true", help="reuse finished steps with the same inputs (KFP local cache)")
+    rel.add_argument(
+        "--dataset-rev",
+        default="",
+        help="train on this version from the data registry instead of generating fresh data: a tag "
+        "(mavinset-mini-v3), a registry git revision, or 'latest' (the newest version when the run starts)",
+    )
+    rel.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record every finished step in the KFP local runner's cache ($MAVIN_HOME/pipelines/.kfp_cache) so that "
+        "--resume can reuse it (default: on). Keys include the release id: a new release never reuses another "
+        "release's steps. --no-cache records nothing; resuming such a release runs every step again",
+    )
+    rel.add_argument(
+        "--resume",
+        metavar="RELEASE_ID",
+        default=None,
+        help="run a failed or interrupted release again under the same release id, with the options it was started "
+        "with: the steps it finished are reused from the cache (not run again), the train step resumes from its "
+        "working checkpoints, and its MLflow parent run is reopened and closed with the new final status",
+    )
     rel.set_defaults(func=_release)
 
     tr = sub.add_parser("train", help="train one stage (id | multishot | av | joint) with the DeepSpeed engine")

@@ -1,8 +1,19 @@
 """Run the release pipeline on this machine with the KFP local runner, then say where
-everything landed (pipeline outputs, dataset version, reports, the MLflow runs)."""
+everything landed (pipeline outputs, dataset version, reports, the MLflow runs).
+
+Resuming: every run records its pipeline arguments on its MLflow parent run
+(``mavin.release_args``) and, with ``cache`` on (the default), the KFP local runner writes
+each finished step's outputs to its cache (``$MAVIN_HOME/pipelines/.kfp_cache``). Every
+step receives ``release_id``, so cache keys never match across releases: the cache only
+serves a re-run of the same release. ``run_release(resume=ID)`` is that re-run: same
+release id and arguments, the parent run reopened (RUNNING, ``mavin.attempt`` + 1), the
+steps that finished before reused from the cache, and the train step resuming from its
+working checkpoints under ``$MAVIN_HOME/runs/<release>/train/<stage>``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -12,7 +23,14 @@ from typing import Callable
 
 from mavin_ops import settings, tracking
 
-__all__ = ["ReleaseResult", "run_release"]
+__all__ = ["ReleaseResult", "ResumeError", "run_release"]
+
+#: The parent-run tag holding the pipeline arguments a release ran with (JSON).
+ARGS_TAG = "mavin.release_args"
+
+
+class ResumeError(ValueError):
+    """A release cannot be (re)run under this release id."""
 
 
 @dataclass
@@ -23,19 +41,23 @@ class ReleaseResult:
     parent_run_id: str
     parent_status: str
     pipeline_dir: str
-    steps: list[dict] = field(default_factory=list)  # name, status, run_id, artifact_uri
+    steps: list[dict] = field(default_factory=list)  # name, status, run_id, artifact_uri (every attempt's)
     tags: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
+    attempt: int = 1  # 2 and up: a resumed release
+    reused: list[str] = field(default_factory=list)  # steps finished by an earlier attempt, not run again
 
     def lines(self) -> list[str]:
         """What a person wants to see after a release run."""
         out = [
             f"release {self.release_id}: {'SUCCEEDED' if self.succeeded else 'FAILED'} in {self.wall_s:.0f} s"
+            + (f" (attempt {self.attempt})" if self.attempt > 1 else "")
             + (f" ({self.error})" if self.error else ""),
             f"  pipeline outputs : {self.pipeline_dir}",
             f"  MLflow           : {settings.tracking_uri()}  parent run {self.parent_run_id} [{self.parent_status}]",
         ]
         for key, label in (
+            ("mavin.dataset_rev", "dataset asked   "),
             ("mavin.dataset_tag", "dataset version "),
             ("mavin.dataset_digest", "dataset digest  "),
             ("mavin.dataset_commit", "registry commit "),
@@ -49,12 +71,50 @@ class ReleaseResult:
                 out.append(f"  {label} : {self.tags[key]}")
         for step in self.steps:
             out.append(f"  step {step['name']:<16} {step['status']:<9} {step['artifact_uri']}")
+        if self.reused:
+            out.append(f"  reused (cached)  : {', '.join(self.reused)}")
+        if not self.succeeded:
+            out.append(f"  resume it with   : mavin-ops release --resume {self.release_id}")
         out.append(f"  browse the runs  : mlflow ui --backend-store-uri {settings.tracking_uri()}")
         return out
 
 
 def _new_release_id() -> str:
     return time.strftime("r%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:6]
+
+
+def _find_parent(c, release_id: str):
+    found = c.search_runs(
+        [tracking.experiment_id()],
+        filter_string=f"tags.`mavin.release_id` = '{release_id}' and tags.`mavin.step` = 'pipeline'",
+        max_results=1,
+    )
+    return found[0] if found else None
+
+
+def _reopen(c, release_id: str) -> tuple[str, dict, int]:
+    """The recorded arguments of a failed or interrupted release, its parent run set RUNNING
+    again for one more attempt. Returns (release_id, arguments, attempt)."""
+    parent = _find_parent(c, release_id)
+    if parent is None:
+        raise ResumeError(f"no release {release_id} in {settings.tracking_uri()}")
+    recorded = parent.data.tags.get(ARGS_TAG)
+    if not recorded:
+        raise ResumeError(f"release {release_id} did not record its arguments ({ARGS_TAG}); it cannot be resumed")
+    if parent.info.status == "FINISHED":
+        raise ResumeError(f"release {release_id} already succeeded; nothing to resume")
+    run_id = parent.info.run_id
+    attempt = int(parent.data.tags.get("mavin.attempt", "1")) + 1
+    # FAILED / CANCELLED as the exit handler wrote it; a parent still RUNNING was interrupted
+    # (the process that ran it died before the exit handler).
+    before = parent.data.tags.get("mavin.final_state") or ("INTERRUPTED" if parent.info.status == "RUNNING" else parent.info.status)
+    c.set_tag(run_id, "mavin.attempt", str(attempt))
+    c.set_tag(run_id, f"mavin.attempt_{attempt - 1}_state", before)
+    for stale in ("mavin.final_state", "mavin.final_message"):
+        if stale in parent.data.tags:
+            c.delete_tag(run_id, stale)
+    c.update_run(run_id, status="RUNNING")
+    return release_id, json.loads(recorded), attempt
 
 
 def run_release(
@@ -72,11 +132,21 @@ def run_release(
     model_name: str = "mavin",
     model_store: str = "",
     gate_policy: str = "",
-    cache: bool = False,
+    dataset_rev: str = "",
+    cache: bool = True,
+    resume: str | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> ReleaseResult:
     """Run the release pipeline locally. Never raises for a failed pipeline: the result says
-    what failed, and the MLflow parent run carries the final status."""
+    what failed, and the MLflow parent run carries the final status.
+
+    ``cache``: let the KFP local runner record (and reuse) finished steps, which is what
+    makes a release resumable; keys include the release id, so a new release never reuses
+    another's steps. ``resume``: the id of a failed or interrupted release to run again
+    with the arguments it was started with (the pipeline arguments given here are ignored):
+    its finished steps are reused from the cache, its MLflow parent run is reopened and
+    closed with the new final status. Raises :class:`ResumeError` when ``resume`` names no
+    resumable release, or ``release_id`` one that already exists."""
     import warnings
 
     from kfp import local
@@ -93,7 +163,33 @@ def run_release(
     os.environ["MAVIN_HOME"] = str(home)
     os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri()
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    release_id = release_id or _new_release_id()
+    c = tracking.client()
+    args = dict(
+        preset=preset,
+        seed=seed,
+        registry=registry,
+        remote=remote,
+        endpoint_url=endpoint_url,
+        max_quarantine_share=max_quarantine_share,
+        train_steps=train_steps,
+        sample_steps=sample_steps,
+        sample_limit=sample_limit,
+        model_name=model_name,
+        model_store=model_store,
+        gate_policy=gate_policy,
+        dataset_rev=dataset_rev,
+    )
+    if resume:
+        release_id, args, attempt = _reopen(c, resume)
+        cache = True  # the point of a resume: reuse what the earlier attempts finished
+    else:
+        release_id = release_id or _new_release_id()
+        if _find_parent(c, release_id) is not None:
+            raise ResumeError(f"release {release_id} already exists; resume it (mavin-ops release --resume {release_id}) or pick a new id")
+        attempt = 1
+        parent_id = tracking.parent_run(release_id)
+        c.set_tag(parent_id, ARGS_TAG, json.dumps(args, sort_keys=True))
+        c.set_tag(parent_id, "mavin.attempt", "1")
     root = home / "pipelines"
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache)
@@ -101,29 +197,20 @@ def run_release(
     start = time.time()
     error = ""
     try:
-        release_pipeline(
-            preset=preset,
-            seed=seed,
-            registry=registry,
-            remote=remote,
-            endpoint_url=endpoint_url,
-            max_quarantine_share=max_quarantine_share,
-            train_steps=train_steps,
-            sample_steps=sample_steps,
-            sample_limit=sample_limit,
-            model_name=model_name,
-            model_store=model_store,
-            gate_policy=gate_policy,
-            release_id=release_id,
-        )
+        release_pipeline(**args, release_id=release_id)
     except Exception as exc:  # the local runner raises when the pipeline fails
         error = " ".join(str(exc).split())[:300]
     wall = time.time() - start
     new_dirs = sorted((p for p in root.iterdir() if p.name not in before and p.name.startswith(PIPELINE_NAME)), key=os.path.getmtime)
     pipeline_dir = str(new_dirs[-1]) if new_dirs else str(root)
 
-    c = tracking.client()
     parent_id = tracking.parent_run(release_id)
+    if new_dirs:  # the local run of this attempt (its outputs folder under the pipeline root)
+        c.set_tag(parent_id, "mavin.kfp_run_id", Path(pipeline_dir).name)
+    if c.get_run(parent_id).info.status == "RUNNING":
+        # The exit handler did not close it: the local runner stopped before it, or served
+        # it from the cache (a resumed attempt that ends like an earlier one).
+        tracking.close_parent_run(release_id, "", "FAILED" if error else "SUCCEEDED", error)
     parent = c.get_run(parent_id)
     children = c.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", order_by=["attributes.start_time ASC"]
@@ -137,6 +224,12 @@ def run_release(
         }
         for r in children
     ]
+    # Steps an earlier attempt finished and this one did not run again (cache hits).
+    started_ms = int(start * 1000)
+    ran_now = {s["name"] for s, r in zip(steps, children) if r.info.start_time >= started_ms}
+    reused = [
+        s["name"] for s, r in zip(steps, children) if r.info.start_time < started_ms and s["status"] == "FINISHED" and s["name"] not in ran_now
+    ] if attempt > 1 else []
     result = ReleaseResult(
         release_id=release_id,
         succeeded=not error and parent.info.status == "FINISHED",
@@ -147,6 +240,8 @@ def run_release(
         steps=steps,
         tags={k: v for k, v in parent.data.tags.items() if k.startswith("mavin.")},
         wall_s=wall,
+        attempt=attempt,
+        reused=reused,
     )
     if echo:
         for line in result.lines():

@@ -87,6 +87,7 @@ def build_release_pipeline(platform: Platform = _local):
         kfp_run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         lineage = {"release_id": release_id, "kfp_run_id": kfp_run_id}
         closer = step(close_lineage(**lineage), "close_lineage", "close lineage")
+        closer.set_caching_options(False)  # it must close the parent run of every attempt, even a resumed one
         with dsl.ExitHandler(closer, name="release"):
             with dsl.If(dataset_rev == "", name="fresh-data"):
                 generated = step(generate_data(preset=preset, seed=seed, **lineage), "generate_data", "generate data")

@@ -39,7 +39,7 @@ def register_model(
         parent = c.get_run(tracking.parent_run(release_id, kfp_run_id))
         trains = c.search_runs(
             [parent.info.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`mavin.step` LIKE 'train%'",
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`mavin.step` LIKE 'train%' and attributes.status = 'FINISHED'",
         )
         gate_path = Path(gate_json.path)
         marker = Path(checkpoint.path) / "MANIFEST.json"
