@@ -8,6 +8,7 @@
     mavin-ops train --stage STAGE --dataset DIR          one training stage (DeepSpeed)
     mavin-ops export CKPT --out REPO                     ONNX + Triton repository
     mavin-ops publish REPO | serve | generate            model store, tritonserver, client
+    mavin-ops smoke                                      serve the champion, generate one clip, stop
     mavin-ops evaluate GENERATED --out DIR               the papers' metrics -> metrics.json
     mavin-ops gate METRICS --out DIR                     floors + bootstrap non-regression vs champion
     mavin-ops promote MODEL VERSION --reason ...         move the champion alias (gate must have passed)
@@ -198,6 +199,27 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
     )
+
+
+def _smoke(args: argparse.Namespace) -> int:
+    from mavin_ops import settings
+    from mavin_ops.serving.smoke import smoke_test
+
+    store = args.store or str(settings.home() / "model-store")
+    version = args.version if args.version is not None else _champion_triton_version(args.name)
+    if version is None:
+        raise UserError(
+            f"model '{args.name}' has no champion with a published Triton version; run a release that passes the gate "
+            "(mavin-ops release) or name one with --version"
+        )
+    out = Path(args.out)
+    try:
+        res = smoke_test(store, name=args.name, version=version, endpoint_url=args.endpoint_url, steps=args.steps, workdir=out, log=print)
+    except AssertionError as exc:
+        raise UserError(str(exc)) from None
+    print(f"served {args.name} version {res.version} answered `generate`: {out / 'smoke.mp4'} ({res.frames} frames "
+          f"{res.height}x{res.width}, {res.audio_samples} audio samples) from the script {out / 'scene'}")
+    return 0
 
 
 def _champion_triton_version(model: str) -> int | None:
@@ -418,6 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
         "working checkpoints, and its MLflow parent run is reopened and closed with the new final status",
     )
     rel.set_defaults(func=_release)
+
+    sm = sub.add_parser(
+        "smoke",
+        help="serve the champion's published version on a real tritonserver, ask it for a clip with the generate client, stop it",
+    )
+    sm.add_argument("--name", default="mavin", help="registered model / store name (default: mavin)")
+    sm.add_argument("--version", type=int, default=None, help="published version (default: the champion's)")
+    sm.add_argument("--store", default=None, help="model store (default: $MAVIN_HOME/model-store)")
+    sm.add_argument("--endpoint-url", default=None, help="S3 endpoint URL for an s3:// store")
+    sm.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    sm.add_argument("--out", default="served-check", help="folder for the example script and the generated mp4 (default: served-check)")
+    sm.set_defaults(func=_smoke)
 
     tr = sub.add_parser("train", help="train one stage (id | multishot | av | joint) with the DeepSpeed engine")
     tr.add_argument("--stage", required=True, choices=["id", "multishot", "av", "joint"], help="training stage")

@@ -8,9 +8,14 @@
 
 - ``debug``: unit tests, seconds. 16x16 frames, one block per tower, width 32.
 - ``tiny``: the embedded default; learns the synthetic 32x32 / 8 fps / 8 kHz world on two CPU
-  cores. Exact patch video codec (4x temporal, 4x spatial: 192 channels), DCT audio at
-  25 latents/s keeping 192 coefficients (0-2.4 kHz), width 192 so no token is squeezed below
-  its channel count. About 3M parameters; a 17-frame clip is 320 video + 54 audio tokens.
+  cores in minutes. Exact patch video codec (4x temporal, 4x spatial: 192 channels, width 192
+  so no video token is squeezed below its channel count); DCT audio at 10 latents/s (0.1 s
+  frames: the dialogue boundaries' decisecond grid) keeping 60 coefficients (0-300 Hz: the
+  voices' fundamentals, which is what makes speech periodic). Three choices make it learn on
+  a CPU budget (BENCHMARKS.md, "Does it learn?"): video noise 99 % shared over time
+  (``flow.video_noise_shared``), the audio head predicts the clean latent
+  (``denoiser.audio_prediction = "data"``), and sampling uses classifier-free guidance 3.
+  About 3M parameters; a 17-frame clip is 320 video + 22 audio tokens.
 - ``paper``: OVI scale (MAVIN section 5.1): 30 blocks per tower, width 3072, 24 heads, about
   11B denoiser parameters; pretrained causal video VAE (16x spatial, 48 channels), audio VAE
   at 31.25 latents/s and a frozen UMT5-XXL-sized text encoder, all from local files.
@@ -53,6 +58,14 @@ class ModelConfig:
     @property
     def audio_token_dim(self) -> int:
         return self.audio_codec.channels
+
+    @property
+    def video_noise_channel_groups(self) -> int:
+        """How many frames a video token's channels hold in equal blocks (the exact patch codec
+        with 1x1 denoiser patches: its temporal stride); 1 when the channels mix frames."""
+        if self.video_codec.kind == "patch" and self.denoiser.patch_size == 1:
+            return int(self.video_codec.temporal_stride)
+        return 1
 
     def build(self, device=None, load_pretrained: bool = True):
         """The full model (codecs, text encoder, denoiser). On the meta device nothing is
@@ -125,10 +138,10 @@ def tiny() -> ModelConfig:
     return ModelConfig(
         name="tiny",
         video_codec=VideoCodecConfig(kind="patch", fps=8.0, temporal_stride=4, spatial_stride=4, height=32, width=32),
-        audio_codec=AudioCodecConfig(kind="dct", sample_rate=8000, hop=320, latent_channels=192, scale=6.0, max_reference_seconds=1.0),
+        audio_codec=AudioCodecConfig(kind="dct", sample_rate=8000, hop=800, latent_channels=60, scale=6.0, max_reference_seconds=1.0),
         text=TextConfig(tokenizer="words", vocab_size=1024, max_caption_tokens=48, encoder="small", width=64, depth=2, heads=2, ffn_dim=128),
-        denoiser=DiTConfig(width=192, heads=4, depth=2, ffn_dim=256, time_dim=64, patch_size=1),
-        flow=FlowConfig(sample_steps=25),
+        denoiser=DiTConfig(width=192, heads=4, depth=2, ffn_dim=256, time_dim=64, patch_size=1, audio_prediction="data"),
+        flow=FlowConfig(sample_steps=25, guidance=3.0, video_noise_shared=0.99),
     )
 
 

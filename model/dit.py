@@ -49,6 +49,11 @@ class DiTConfig:
     rope_theta: float = 10000.0
     rope_time_scale: float = 25.0  # rotary position units per second
     anchor_time: float = -1.0  # seconds: where identity anchors sit on the time axis
+    # What each tower's output head predicts: "velocity" (v directly) or "data" (the clean
+    # latent x, turned into v = (z_t - x) / max(t, min_t) inside forward: callers always get v).
+    prediction: str = "velocity"  # video tower
+    audio_prediction: str = "velocity"
+    min_t: float = 0.05
 
     def build(self, video_dim: int, audio_dim: int, text_dim: int) -> "DualTowerDiT":
         return DualTowerDiT(self, video_dim, audio_dim, text_dim)
@@ -274,6 +279,9 @@ class DualTowerDiT(nn.Module):
         self.config = config
         self.video_dim, self.audio_dim, self.text_dim = video_dim, audio_dim, text_dim
         d = config.width
+        for name in ("prediction", "audio_prediction"):
+            if getattr(config, name) not in ("velocity", "data"):
+                raise ValueError(f"denoiser.{name} '{getattr(config, name)}' is unknown; use 'velocity' or 'data'")
         if d % config.heads or (d // config.heads) % 2:
             raise ValueError(f"denoiser.width {d} must split into {config.heads} heads of an even size")
         # token embedders                                  # audio tower (mirrored)
@@ -383,4 +391,12 @@ class DualTowerDiT(nn.Module):
         ha = _Modulation(self.audio_scale_shift_table, mod_a[:, :, 12:], is_aa)
         video_out = self.proj_out(hv.modulate(self.norm_out(x), 0))  # (B, Nv, video_dim)
         audio_out = self.audio_proj_out(ha.modulate(self.audio_norm_out(a), 0))  # (B, Na, audio_dim)
+        # x-prediction, v-loss ("Back to Basics: Let Denoising Generative Models Denoise",
+        # Li and He, 2025): with latent tokens as wide as the model (raw patches, DCT frames),
+        # predicting the clean latent is far easier than predicting the noise; v = (z_t - x) / t.
+        tt = t.clamp(min=cfg.min_t)[:, None, None]
+        if cfg.prediction == "data":
+            video_out = (video - video_out) / tt.to(video_out.dtype)
+        if cfg.audio_prediction == "data":
+            audio_out = (audio - audio_out) / tt.to(audio_out.dtype)
         return video_out, audio_out

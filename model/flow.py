@@ -13,6 +13,7 @@ v = v_null + w (v_cond - v_null), where the null branch sees the null caption.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,6 +27,7 @@ __all__ = [
     "interpolate",
     "masked_mse",
     "sample_timesteps",
+    "time_shared_noise",
     "sampling_schedule",
     "velocity_target",
 ]
@@ -42,16 +44,48 @@ class FlowConfig:
     sample_steps: int = 25
     guidance: float = 1.0  # 1 = no classifier-free guidance
     shift: float = 1.0  # sampling-schedule shift t' = s t / (1 + (s - 1) t); 1 = uniform steps
+    # Share of the video noise variance common to every latent time step at one spatial
+    # position and channel (the "mixed" noise prior; 0 = i.i.d. noise). See time_shared_noise.
+    video_noise_shared: float = 0.0
 
     def __post_init__(self) -> None:
         if self.timestep_sampling not in ("uniform", "logit_normal"):
             raise ValueError(f"flow.timestep_sampling '{self.timestep_sampling}' is unknown; use 'uniform' or 'logit_normal'")
+        if not 0.0 <= self.video_noise_shared < 1.0:
+            raise ValueError(f"flow.video_noise_shared must be in [0, 1), got {self.video_noise_shared}")
 
 
 def interpolate(z0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
     """z_t = (1 - t) z_0 + t eps; t (B,) broadcasts over the remaining dims."""
     t = t.reshape(-1, *([1] * (z0.dim() - 1))).to(z0.dtype)
     return (1 - t) * z0 + t * eps
+
+
+def time_shared_noise(independent: Tensor, shared: Tensor, video_pos: Tensor, share: float, channel_groups: int = 1) -> Tensor:
+    """Video noise correlated over time: ``sqrt(share) * shared[row, col] + sqrt(1 - share) * independent``.
+
+    The mixed noise prior of "Preserve Your Own Correlation: A Noise Prior for Video Diffusion
+    Models" (Ge et al., 2023): every latent token's noise has unit variance, and a ``share`` of
+    it is the same for all latent time steps at one spatial position (row, col of
+    ``video_pos``, (B, N, 3)), so a clip starts from noise that already agrees over time and
+    the sampler does not have to invent the same content independently at every time step.
+    ``independent`` and ``shared`` are both standard normal (B, N, C) draws; ``shared`` is read
+    at index ``row * width + col``. ``channel_groups`` > 1 says a token's channels hold that many
+    consecutive frames in equal blocks (the patch codec's temporal stride): the common part is
+    then also the same in every block, i.e. the same for every frame. Training and sampling
+    must use the same prior."""
+    if share <= 0.0:
+        return independent
+    rows, cols = video_pos[..., 1].long(), video_pos[..., 2].long()
+    width = int(cols.max().item()) + 1 if cols.numel() else 1
+    index = (rows * width + cols).clamp(0, shared.shape[1] - 1)
+    common = torch.gather(shared, 1, index[..., None].expand(-1, -1, shared.shape[-1]))
+    C = common.shape[-1]
+    if channel_groups > 1:
+        if C % channel_groups:
+            raise ValueError(f"{C} channels do not split into {channel_groups} equal frame blocks")
+        common = common[..., : C // channel_groups].repeat(1, 1, channel_groups)
+    return math.sqrt(share) * common + math.sqrt(1.0 - share) * independent
 
 
 def velocity_target(z0: Tensor, eps: Tensor) -> Tensor:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .batch import Batch, ClipInput, prepare_batch, unpatchify
 from .codecs import tensor_to_audio, tensor_to_frames
 from .config import ModelConfig, preset
-from .flow import euler_sample, interpolate, masked_mse, sample_timesteps, velocity_target
+from .flow import euler_sample, interpolate, masked_mse, sample_timesteps, time_shared_noise, velocity_target
 
 __all__ = ["CHECKPOINT_FORMAT", "GeneratedClip", "MavinModel", "build_model", "load_checkpoint", "read_checkpoint_metadata", "save_checkpoint"]
 
@@ -119,7 +119,7 @@ class MavinModel(nn.Module):
         return dict(
             video=batch.video,
             audio=batch.audio,
-            video_noise=_draw(torch.randn, batch.video.shape, generator, dev),
+            video_noise=self.video_noise(batch, generator),
             audio_noise=_draw(torch.randn, batch.audio.shape, generator, dev),
             t=t,
             text_keep=keep,
@@ -132,6 +132,16 @@ class MavinModel(nn.Module):
             audio_role=batch.audio_role,
             **(masks if masks is not None else batch.dense_masks()),
         )
+
+    def video_noise(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        """Standard normal noise for the video tokens, ``flow.video_noise_shared`` of its
+        variance common over time (:func:`time_shared_noise`)."""
+        share, dev = self.config.flow.video_noise_shared, batch.video.device
+        eps = _draw(torch.randn, batch.video.shape, generator, dev)
+        if share <= 0.0:
+            return eps
+        shared = _draw(torch.randn, batch.video.shape, generator, dev)
+        return time_shared_noise(eps, shared, batch.video_pos, share, self.config.video_noise_channel_groups)
 
     # ------------------------------------------------------------------ training forward
 
@@ -182,7 +192,7 @@ class MavinModel(nn.Module):
         text = self.encode_text(batch)
         null = torch.zeros_like(text)
         masks = masks if masks is not None else batch.dense_masks()
-        eps_v = _draw(torch.randn, batch.video.shape, generator, batch.video.device)
+        eps_v = self.video_noise(batch, generator)
         eps_a = _draw(torch.randn, batch.audio.shape, generator, batch.audio.device)
         z_v = torch.where(batch.video_loss_mask[..., None], eps_v, batch.video)
         z_a = torch.where(batch.audio_loss_mask[..., None], eps_a, batch.audio)

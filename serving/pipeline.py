@@ -46,6 +46,7 @@ __all__ = [
     "RequestError",
     "Runner",
     "TorchRunner",
+    "initial_noise",
     "local_pipeline",
 ]
 
@@ -378,14 +379,30 @@ class Pipeline:
         guidance = float(request.guidance) if request.guidance is not None else float(self.config.flow.guidance)
         with torch.no_grad():
             text = self.encode_text(batch)
-            rng = np.random.default_rng(int(request.seed))
-            eps_v = torch.from_numpy(rng.standard_normal(tuple(batch.video.shape), dtype=np.float32))
-            eps_a = torch.from_numpy(rng.standard_normal(tuple(batch.audio.shape), dtype=np.float32))
+            eps_v, eps_a = initial_noise(self.config, batch, int(request.seed))
             z_v = torch.where(batch.video_loss_mask[..., None], eps_v, batch.video)
             z_a = torch.where(batch.audio_loss_mask[..., None], eps_a, batch.audio)
             z_v, z_a = self.sample_latents(batch, text, z_v, z_a, steps, guidance)
             frames, audio = self.decode(batch, z_v, z_a)
         return Generated(batch.clips[0].layout.caption.clip_id, frames, audio, float(self.config.video_codec.fps), int(self.config.audio_codec.sample_rate))
+
+
+def initial_noise(config, batch, seed: int):
+    """The sampler's starting noise for a request (numpy's generator, so a seed gives the same
+    clip on every server): standard normal audio, and video with the noise prior the model was
+    trained with (``flow.video_noise_shared`` of it common over time, model/flow.py)."""
+    import torch
+
+    from mavin_ops.model.flow import time_shared_noise
+
+    rng = np.random.default_rng(seed)
+    eps_v = torch.from_numpy(rng.standard_normal(tuple(batch.video.shape), dtype=np.float32))
+    eps_a = torch.from_numpy(rng.standard_normal(tuple(batch.audio.shape), dtype=np.float32))
+    share = config.flow.video_noise_shared
+    if share > 0.0:
+        shared = torch.from_numpy(rng.standard_normal(tuple(batch.video.shape), dtype=np.float32))
+        eps_v = time_shared_noise(eps_v, shared, batch.video_pos, share, config.video_noise_channel_groups)
+    return eps_v, eps_a
 
 
 def _issues_line(exc: Exception) -> str:

@@ -62,6 +62,13 @@ def test_unknown_preset_is_a_one_line_error(tmp_path, capsys):
     assert "huge" in err and "debug" in err
 
 
+def test_smoke_without_a_champion_is_a_one_line_error(tmp_path, capsys):
+    assert main(["smoke", "--name", "nobody", "--out", str(tmp_path / "check")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # MLflow logs its store creation first
+    assert err.startswith("mavin-ops: error: model 'nobody' has no champion") and "--version" in err
+    assert not (tmp_path / "check").exists()  # nothing half-written
+
+
 def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

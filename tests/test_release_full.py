@@ -52,6 +52,11 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     assert chain[0].title.endswith("version 1") and not chain[0].missing
     assert sum(link.kind == "train" for link in chain) == 4
     assert chain[-2].facts["DVC digest"] == first.tags["mavin.dataset_digest"]
+    # What `make release` ends with: the served champion answers the generate client.
+    from mavin_ops.cli import main
+
+    assert main(["smoke", "--name", "mavin-debug", "--steps", "2", "--out", str(tmp_path / "served")]) == 0
+    assert (tmp_path / "served" / "smoke.mp4").stat().st_size > 0
 
     strict = tmp_path / "strict.yaml"
     strict.write_text("version: 1\nmetrics:\n  sta: {min: 1.5}\n")  # unreachable: STA <= 1

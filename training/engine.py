@@ -129,6 +129,15 @@ def build_engine(model: torch.nn.Module, trainable: Sequence[torch.nn.Parameter]
     return engine
 
 
+def set_lr(engine, lr: float) -> float:
+    """Set the learning rate of every parameter group of the optimizer that steps (the
+    schedule lives in the recipe); returns the rate read back from it."""
+    groups = _base_optimizer(engine).param_groups
+    for group in groups:
+        group["lr"] = lr
+    return float(groups[0]["lr"])
+
+
 # --------------------------------------------------------------------------- collectives
 
 

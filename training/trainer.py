@@ -585,6 +585,7 @@ def _run_loop(
                 loss = wv * parts["video"] + wa * parts["audio"]
             if not torch.isfinite(loss):
                 raise TrainError(f"stage {stage}: the loss is {loss.item()} at step {step + 1}; lower the lr or check the data")
+            lr = eng.set_lr(engine, recipe.lr_at(step))
             engine.backward(loss)
             gnorm = eng.grad_norm(engine, named_trainable, after_step=False)
             engine.step()
@@ -603,7 +604,7 @@ def _run_loop(
                 timed_seconds += dt
             sps = n / dt if dt > 0 else float("nan")
             losses.append({"step": step, "loss": total, "video": video, "audio": audio})
-            tracker.metrics(step, {"loss": total, "loss_video": video, "loss_audio": audio, "samples_per_s": sps, "grad_norm": gnorm})
+            tracker.metrics(step, {"loss": total, "loss_video": video, "loss_audio": audio, "samples_per_s": sps, "grad_norm": gnorm, "lr": lr})
             bar.update(step, total, video, audio, sps)
             if step < recipe.steps and recipe.checkpoint_every and step % recipe.checkpoint_every == 0:
                 save(step)

@@ -150,3 +150,64 @@ def test_caption_dropout_is_the_null_caption(kit):
     assert torch.equal(_loss(model, batch, inputs)["loss"], _loss(model, batch, inputs, ids=ids)["loss"])
     keep = dict(inputs, text_keep=torch.ones(1))
     assert not torch.equal(_loss(model, batch, keep)["loss"], _loss(model, batch, keep, ids=ids)["loss"])
+
+
+def test_time_shared_noise_is_unit_variance_and_correlated_over_time_only():
+    from mavin_ops.model.flow import time_shared_noise
+
+    T, H, W, C = 6, 4, 4, 8
+    t, r, c = torch.meshgrid(torch.arange(T), torch.arange(H), torch.arange(W), indexing="ij")
+    pos = torch.stack([t.flatten() * 0.5, r.flatten(), c.flatten()], dim=-1).float()[None].expand(4000, -1, -1)
+    g = torch.Generator().manual_seed(0)
+    ind, shared = (torch.randn(4000, T * H * W, C, generator=g) for _ in range(2))
+    assert time_shared_noise(ind, shared, pos, 0.0) is ind  # share 0: the i.i.d. noise as drawn
+    eps = time_shared_noise(ind, shared, pos, 0.9)
+    assert eps.var().item() == pytest.approx(1.0, abs=0.02)
+    x = eps[..., 0]  # (samples, tokens)
+    same_place = torch.corrcoef(torch.stack([x[:, 5], x[:, 5 + 2 * H * W]]))[0, 1].item()  # (row 1, col 1) at t0 and t2
+    other_place = torch.corrcoef(torch.stack([x[:, 5], x[:, 6 + 2 * H * W]]))[0, 1].item()
+    same_time = torch.corrcoef(torch.stack([x[:, 5], x[:, 6]]))[0, 1].item()
+    assert same_place == pytest.approx(0.9, abs=0.03)
+    assert abs(other_place) < 0.05 and abs(same_time) < 0.05
+    assert abs(torch.corrcoef(torch.stack([eps[:, 5, 0], eps[:, 5, 4]]))[0, 1].item()) < 0.05
+    # Channels holding two frames in blocks of 4: the common part is also shared by the blocks.
+    framed = time_shared_noise(ind, shared, pos, 0.9, channel_groups=2)
+    assert framed.var().item() == pytest.approx(1.0, abs=0.02)
+    assert torch.corrcoef(torch.stack([framed[:, 5, 0], framed[:, 5, 4]]))[0, 1].item() == pytest.approx(0.9, abs=0.03)
+    assert abs(torch.corrcoef(torch.stack([framed[:, 5, 0], framed[:, 5, 1]]))[0, 1].item()) < 0.05
+    with pytest.raises(ValueError, match="8 channels do not split into 3 equal frame blocks"):
+        time_shared_noise(ind, shared, pos, 0.9, channel_groups=3)
+
+
+def test_model_noise_follows_the_configured_prior(kit):
+    model = kit.debug_model(**{"flow.video_noise_shared": 0.8})
+    batch = model.prepare_batch([kit.two_shot_clip()])
+    eps = model.training_inputs(batch, torch.Generator().manual_seed(0))["video_noise"][0]
+    pos, latent = batch.video_pos[0], batch.video_loss_mask[0]
+    times = sorted({float(v) for v in pos[latent, 0]})
+    first = latent & (pos[:, 0] == times[0])
+    later = latent & (pos[:, 0] == times[1])
+    a, b = eps[first].flatten(), eps[later].flatten()  # same (row, col) order in both time steps
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1].item() > 0.6
+    plain = kit.debug_model()
+    eps0 = plain.training_inputs(plain.prepare_batch([kit.two_shot_clip()]), torch.Generator().manual_seed(0))["video_noise"][0]
+    assert abs(torch.corrcoef(torch.stack([eps0[first].flatten(), eps0[later].flatten()]))[0, 1].item()) < 0.3
+
+
+def test_data_prediction_head_returns_the_velocity(kit):
+    """x-prediction: the audio head's output is read as the clean latent x and forward returns
+    v = (z_t - x) / max(t, min_t); the same weights as a velocity head give x itself."""
+    data = kit.debug_model(**{"denoiser.audio_prediction": "data"})
+    plain = kit.debug_model()  # same seed: the same random weights
+    batch = data.prepare_batch([kit.two_shot_clip()])
+    text = data.encode_text(batch)
+    g = torch.Generator().manual_seed(0)
+    zv, za = torch.randn(batch.video.shape, generator=g), torch.randn(batch.audio.shape, generator=g)
+    for t, divisor in ((0.5, 0.5), (0.01, data.config.denoiser.min_t)):
+        inputs = batch.denoiser_inputs(zv, za, text, torch.full((1,), t))
+        v_v, v_a = data.denoiser(**inputs)
+        x_v, x_a = plain.denoiser(**inputs)
+        torch.testing.assert_close(v_a, (za - x_a) / divisor)
+        torch.testing.assert_close(v_v, x_v)  # the video head still predicts velocity
+    with pytest.raises(ValueError, match="denoiser.audio_prediction 'eps' is unknown"):
+        kit.debug_model(**{"denoiser.audio_prediction": "eps"})

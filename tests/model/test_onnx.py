@@ -53,3 +53,19 @@ def test_denoiser_exports_to_onnx_and_matches_torch(kit, tmp_path):
     a = session.run(None, {n: example2[n].numpy() for n in DENOISER_INPUTS})[0]
     b = session.run(None, {n: open_mask[n].numpy() for n in DENOISER_INPUTS})[0]
     assert np.abs(a - b).max() > 1e-3
+
+
+def test_data_prediction_head_exports_with_its_velocity_conversion(kit, tmp_path):
+    """A data-predicting audio head (the tiny preset's) exports with v = (z_t - x) / max(t, min_t)
+    inside the graph, so the served sampler gets velocities, including below min_t."""
+    model = kit.debug_model(std=0.08, **{"denoiser.audio_prediction": "data"})
+    batch = model.prepare_batch([kit.two_shot_clip()])
+    with torch.no_grad():
+        example = denoiser_example(batch, model.encode_text(batch), torch.tensor([0.4]))
+    session = ort.InferenceSession(str(export_denoiser(model.denoiser, example, tmp_path / "d.onnx")), providers=["CPUExecutionProvider"])
+    for t in (0.4, 0.01):
+        ex = dict(example, t=torch.tensor([t]))
+        got = session.run(None, {n: ex[n].numpy() for n in DENOISER_INPUTS})[1]
+        with torch.no_grad():
+            want = model.denoiser(**ex)[1].numpy()
+        assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))

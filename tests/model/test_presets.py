@@ -37,8 +37,9 @@ def test_tiny_preset_size_and_tokens():
     assert 1.0e6 <= counts["trainable"] <= 3.1e6, counts
     cfg = model.config
     assert model.video_codec.latent_shape(17, 32, 32) == (192, 5, 8, 8)  # 5 x 64 = 320 video tokens
-    assert model.audio_codec.latent_shape(17000) == (54, 192)  # 25 latents per second
+    assert model.audio_codec.latent_shape(17000) == (22, 60)  # 10 latents per second (0.1 s frames), 0-300 Hz
     assert cfg.video_token_dim <= cfg.denoiser.width and cfg.audio_token_dim <= cfg.denoiser.width
+    assert cfg.denoiser.prediction == "velocity" and cfg.denoiser.audio_prediction == "data"
 
 
 @pytest.mark.parametrize("name", ["debug", "tiny", "paper"])

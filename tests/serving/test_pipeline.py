@@ -4,6 +4,7 @@ as the runner. Bad requests are refused before any part model is called."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from mavin_ops.model.flow import euler_sample
 from mavin_ops.serving.examples import example_references, example_script
-from mavin_ops.serving.pipeline import GenerateRequest, Pipeline, RequestError, TorchRunner, local_pipeline
+from mavin_ops.serving.pipeline import GenerateRequest, Pipeline, RequestError, TorchRunner, initial_noise, local_pipeline
 from mavin_ops.serving.spec import ServingLimits
 
 
@@ -161,3 +162,21 @@ def test_scripts_are_not_mutated(model):
     before = copy.deepcopy(req.script)
     Pipeline(model.config, TorchRunner(model))(req)
     assert req.script == before
+
+
+def test_served_noise_follows_the_models_noise_prior(model):
+    """The served sampler starts from the noise the model was trained on: with
+    flow.video_noise_shared the video noise agrees over time at each position; one seed, one noise."""
+    cfg = dataclasses.replace(model.config, flow=dataclasses.replace(model.config.flow, video_noise_shared=0.9))
+    pipe = Pipeline(cfg, TorchRunner(model))
+    batch = pipe.prepare(_request(cfg))
+    eps_v, eps_a = initial_noise(cfg, batch, 3)
+    again_v, again_a = initial_noise(cfg, batch, 3)
+    assert torch.equal(eps_v, again_v) and torch.equal(eps_a, again_a)
+    pos, latent = batch.video_pos[0], batch.video_loss_mask[0]
+    t0, t1 = sorted({float(v) for v in pos[latent, 0]})[:2]
+    a, b = eps_v[0][latent & (pos[:, 0] == t0)].flatten(), eps_v[0][latent & (pos[:, 0] == t1)].flatten()
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1].item() > 0.8
+    plain_v, _ = initial_noise(model.config, batch, 3)
+    a, b = plain_v[0][latent & (pos[:, 0] == t0)].flatten(), plain_v[0][latent & (pos[:, 0] == t1)].flatten()
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item()) < 0.3

@@ -27,7 +27,19 @@ def test_every_recipe_uses_the_papers_optimizer_and_loss_weights(stage, preset):
 def test_paper_schedule_and_debug_is_a_handful_of_steps():
     assert [get_recipe(s, "paper").steps for s in STAGES] == [60_000, 20_000, 15_000, 15_000]
     assert all(1 <= get_recipe(s, "debug").steps <= 10 for s in STAGES)
-    assert all(get_recipe(s, "tiny").steps >= 100 for s in STAGES)
+    assert all(get_recipe(s, "tiny").steps >= 50 for s in STAGES)
+
+
+def test_lr_schedule_warms_up_and_decays_along_a_cosine():
+    r = get_recipe("joint", "debug", steps=10, lr=1e-3, warmup_steps=2, decay="cosine", min_lr_ratio=0.1)
+    lrs = [r.lr_at(i) for i in range(10)]
+    assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3)  # linear warm-up
+    assert lrs[2] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs[2:], lrs[3:]))  # then strictly down
+    assert r.lr_at(10) == pytest.approx(1e-4)  # ends at min_lr_ratio * lr
+    flat = get_recipe("joint", "debug", lr=1e-3)
+    assert {flat.lr_at(i) for i in range(5)} == {1e-3}
+    with pytest.raises(RecipeError, match="decay 'linear' is unknown"):
+        get_recipe("joint", "debug", decay="linear")
 
 
 def test_joint_interleaves_the_data_of_every_earlier_stage():

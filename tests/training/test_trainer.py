@@ -123,6 +123,17 @@ def test_stage_run_in_mlflow_with_params_losses_dataset_and_parent_checkpoint(de
     assert c.get_run(first.run_id).info.status == "FINISHED"
 
 
+def test_lr_schedule_reaches_the_optimizer(debug_dataset, toy_latents, tmp_path):
+    from mavin_ops import tracking
+    from mavin_ops.training.recipes import get_recipe
+
+    over = {"steps": 4, "lr": 1e-3, "decay": "cosine", "min_lr_ratio": 0.0}
+    res = _train("id", tmp_path / "id", debug_dataset, toy_latents, track=True, release_id="rel-lr", overrides=over)
+    logged = [m.value for m in tracking.client().get_metric_history(res.run_id, "lr")]  # read back from the optimizer
+    assert logged == pytest.approx([get_recipe("id", "debug", **over).lr_at(i) for i in range(4)])
+    assert logged[0] == pytest.approx(1e-3) and logged[-1] < 0.2e-3
+
+
 def test_a_crash_marks_the_run_failed_and_sigterm_marks_it_killed(debug_dataset, toy_latents, tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         _train("id", tmp_path / "c", debug_dataset, toy_latents, adapter=CrashAt(2), track=True, release_id="rel-crash")
