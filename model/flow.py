@@ -61,7 +61,9 @@ def interpolate(z0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
     return (1 - t) * z0 + t * eps
 
 
-def time_shared_noise(independent: Tensor, shared: Tensor, video_pos: Tensor, share: float, channel_groups: int = 1) -> Tensor:
+def time_shared_noise(
+    independent: Tensor, draw_shared: Callable[[], Tensor], video_pos: Tensor, share: float, channel_groups: int = 1
+) -> Tensor:
     """Video noise correlated over time: ``sqrt(share) * shared[row, col] + sqrt(1 - share) * independent``.
 
     The mixed noise prior of "Preserve Your Own Correlation: A Noise Prior for Video Diffusion
@@ -69,13 +71,15 @@ def time_shared_noise(independent: Tensor, shared: Tensor, video_pos: Tensor, sh
     it is the same for all latent time steps at one spatial position (row, col of
     ``video_pos``, (B, N, 3)), so a clip starts from noise that already agrees over time and
     the sampler does not have to invent the same content independently at every time step.
-    ``independent`` and ``shared`` are both standard normal (B, N, C) draws; ``shared`` is read
-    at index ``row * width + col``. ``channel_groups`` > 1 says a token's channels hold that many
+    ``independent`` is a standard normal (B, N, C) draw; ``draw_shared()`` makes another one,
+    called only when ``share`` > 0 (so i.i.d. noise leaves the caller's random stream as it
+    was), and is read at index ``row * width + col``. ``channel_groups`` > 1 says a token's channels hold that many
     consecutive frames in equal blocks (the patch codec's temporal stride): the common part is
     then also the same in every block, i.e. the same for every frame. Training and sampling
     must use the same prior."""
     if share <= 0.0:
         return independent
+    shared = draw_shared()
     rows, cols = video_pos[..., 1].long(), video_pos[..., 2].long()
     width = int(cols.max().item()) + 1 if cols.numel() else 1
     index = (rows * width + cols).clamp(0, shared.shape[1] - 1)

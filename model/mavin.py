@@ -136,12 +136,8 @@ class MavinModel(nn.Module):
     def video_noise(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
         """Standard normal noise for the video tokens, ``flow.video_noise_shared`` of its
         variance common over time (:func:`time_shared_noise`)."""
-        share, dev = self.config.flow.video_noise_shared, batch.video.device
-        eps = _draw(torch.randn, batch.video.shape, generator, dev)
-        if share <= 0.0:
-            return eps
-        shared = _draw(torch.randn, batch.video.shape, generator, dev)
-        return time_shared_noise(eps, shared, batch.video_pos, share, self.config.video_noise_channel_groups)
+        draw = lambda: _draw(torch.randn, batch.video.shape, generator, batch.video.device)  # noqa: E731
+        return time_shared_noise(draw(), draw, batch.video_pos, self.config.flow.video_noise_shared, self.config.video_noise_channel_groups)
 
     # ------------------------------------------------------------------ training forward
 

@@ -396,12 +396,9 @@ def initial_noise(config, batch, seed: int):
     from mavin_ops.model.flow import time_shared_noise
 
     rng = np.random.default_rng(seed)
-    eps_v = torch.from_numpy(rng.standard_normal(tuple(batch.video.shape), dtype=np.float32))
-    eps_a = torch.from_numpy(rng.standard_normal(tuple(batch.audio.shape), dtype=np.float32))
-    share = config.flow.video_noise_shared
-    if share > 0.0:
-        shared = torch.from_numpy(rng.standard_normal(tuple(batch.video.shape), dtype=np.float32))
-        eps_v = time_shared_noise(eps_v, shared, batch.video_pos, share, config.video_noise_channel_groups)
+    draw = lambda shape: torch.from_numpy(rng.standard_normal(tuple(shape), dtype=np.float32))  # noqa: E731
+    eps_v, eps_a = draw(batch.video.shape), draw(batch.audio.shape)
+    eps_v = time_shared_noise(eps_v, lambda: draw(batch.video.shape), batch.video_pos, config.flow.video_noise_shared, config.video_noise_channel_groups)
     return eps_v, eps_a
 
 

@@ -5,6 +5,7 @@ promote) and then a failing gate that leaves the champion and the served version
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,15 +14,17 @@ from mlflow.tracking import MlflowClient
 from mavin_ops import lineage, registry, settings
 from mavin_ops.release import run_release
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # release_support
+
+from release_support import DEBUG_RELEASE, lenient_policy  # noqa: E402
+
 
 @pytest.mark.server
 def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_home, monkeypatch):
     secret = "sk-test-secret-0123456789"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
-    lenient = tmp_path / "lenient.yaml"
-    lenient.write_text("version: 1\nmetrics:\n  sta: {min: 0.0, tolerance: 1.0}\n")
-    common = dict(preset="debug", train_steps=2, sample_steps=2, sample_limit=2, model_name="mavin-debug")
-    first = run_release(gate_policy=str(lenient), **common)
+    common = dict(**DEBUG_RELEASE, model_name="mavin-debug")
+    first = run_release(gate_policy=lenient_policy(tmp_path), **common)
     assert first.succeeded, first.error
     steps = [s["name"] for s in first.steps]
     assert steps[-4:] == ["export_model", "publish_model", "serving_smoke_test", "register_model"], steps

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -156,8 +157,6 @@ class StageRecipe:
 
     def lr_at(self, step: int) -> float:
         """The learning rate for optimizer step ``step`` (0-based)."""
-        import math
-
         if self.warmup_steps and step < self.warmup_steps:
             return self.lr * (step + 1) / self.warmup_steps
         if self.decay == "constant":

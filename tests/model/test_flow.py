@@ -160,8 +160,8 @@ def test_time_shared_noise_is_unit_variance_and_correlated_over_time_only():
     pos = torch.stack([t.flatten() * 0.5, r.flatten(), c.flatten()], dim=-1).float()[None].expand(4000, -1, -1)
     g = torch.Generator().manual_seed(0)
     ind, shared = (torch.randn(4000, T * H * W, C, generator=g) for _ in range(2))
-    assert time_shared_noise(ind, shared, pos, 0.0) is ind  # share 0: the i.i.d. noise as drawn
-    eps = time_shared_noise(ind, shared, pos, 0.9)
+    assert time_shared_noise(ind, lambda: shared, pos, 0.0) is ind  # share 0: the i.i.d. noise as drawn
+    eps = time_shared_noise(ind, lambda: shared, pos, 0.9)
     assert eps.var().item() == pytest.approx(1.0, abs=0.02)
     x = eps[..., 0]  # (samples, tokens)
     same_place = torch.corrcoef(torch.stack([x[:, 5], x[:, 5 + 2 * H * W]]))[0, 1].item()  # (row 1, col 1) at t0 and t2
@@ -171,12 +171,12 @@ def test_time_shared_noise_is_unit_variance_and_correlated_over_time_only():
     assert abs(other_place) < 0.05 and abs(same_time) < 0.05
     assert abs(torch.corrcoef(torch.stack([eps[:, 5, 0], eps[:, 5, 4]]))[0, 1].item()) < 0.05
     # Channels holding two frames in blocks of 4: the common part is also shared by the blocks.
-    framed = time_shared_noise(ind, shared, pos, 0.9, channel_groups=2)
+    framed = time_shared_noise(ind, lambda: shared, pos, 0.9, channel_groups=2)
     assert framed.var().item() == pytest.approx(1.0, abs=0.02)
     assert torch.corrcoef(torch.stack([framed[:, 5, 0], framed[:, 5, 4]]))[0, 1].item() == pytest.approx(0.9, abs=0.03)
     assert abs(torch.corrcoef(torch.stack([framed[:, 5, 0], framed[:, 5, 1]]))[0, 1].item()) < 0.05
     with pytest.raises(ValueError, match="8 channels do not split into 3 equal frame blocks"):
-        time_shared_noise(ind, shared, pos, 0.9, channel_groups=3)
+        time_shared_noise(ind, lambda: shared, pos, 0.9, channel_groups=3)
 
 
 def test_model_noise_follows_the_configured_prior(kit):
