@@ -13,7 +13,9 @@ Optional methods the trainer uses when present:
 - ``checkpoint_state_dict(model) -> dict``: what a checkpoint stores (default: the whole
   ``state_dict``), e.g. without frozen pretrained encoders that live in their own files;
 - ``checkpoint_metadata() -> dict[str, str]``: safetensors metadata of ``model.safetensors``,
-  so the model's own loader can open a training checkpoint.
+  so the model's own loader can open a training checkpoint;
+- ``canonical_config(saved) -> dict``: a checkpoint's saved config in today's form (fields
+  added since at their defaults), compared with :meth:`ModelAdapter.config`.
 """
 
 from __future__ import annotations

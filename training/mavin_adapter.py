@@ -74,6 +74,13 @@ class MavinAdapter:
     def config(self) -> dict[str, Any]:
         return json.loads(self.model_config.to_json())
 
+    def canonical_config(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """A saved config as :meth:`config` writes it today: fields added since take their
+        defaults (an unknown field is an error)."""
+        from mavin_ops.model.config import ModelConfig
+
+        return json.loads(ModelConfig.from_dict(saved).to_json())
+
     def checkpoint_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """What a checkpoint stores: the trained parts (frozen pretrained files are not copied)."""
         return _unwrap(model).trainable_state_dict()

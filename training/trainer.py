@@ -309,7 +309,7 @@ def train_stage(
                 meta = ckpt.load_json(resume, "meta.json")
                 if meta.get("stage") != stage:
                     raise TrainError(f"checkpoint {resume.path} belongs to stage '{meta.get('stage')}', not '{stage}'; use a separate folder per stage")
-                if meta.get("model") != adapter.config():
+                if not _same_model_config(adapter, meta.get("model")):
                     raise TrainError(f"checkpoint {resume.path} was written for another model config; use a new --out folder for this preset")
                 init_path, init_sha = meta.get("init_checkpoint"), meta.get("init_checkpoint_sha256")
             else:
@@ -430,7 +430,7 @@ def _check_init(path: Path, stage: str, adapter: Any) -> ckpt.CheckpointInfo:
     meta = ckpt.load_json(info, "meta.json")
     if not meta.get("complete"):
         raise TrainError(f"init checkpoint {path} is step {meta.get('step')} of an unfinished '{meta.get('stage')}' stage; start from its final checkpoint")
-    if meta.get("model") != adapter.config():
+    if not _same_model_config(adapter, meta.get("model")):
         raise TrainError(f"init checkpoint {path} holds a model with another config (preset {meta.get('preset')}); use the same preset for every stage")
     expected = previous_stage(stage)
     if expected is not None and meta.get("stage") != expected:
@@ -699,6 +699,19 @@ def train_stages(
     return results
 
 
+def _same_model_config(adapter: Any, saved: Any) -> bool:
+    """Whether a checkpoint's saved model config is the adapter's. An adapter with
+    ``canonical_config`` reads the saved one first, so a checkpoint written before a config
+    field existed still matches when the field has its default value."""
+    canonical = getattr(adapter, "canonical_config", None)
+    if canonical is not None and isinstance(saved, dict):
+        try:
+            saved = canonical(saved)
+        except (TypeError, ValueError):
+            return False
+    return saved == adapter.config()
+
+
 def load_trained_model(checkpoint: str | os.PathLike, adapter: Any = None) -> tuple[Any, dict[str, Any]]:
     """(model in eval mode, checkpoint meta) from a checkpoint folder; safetensors only.
 
@@ -717,7 +730,7 @@ def load_trained_model(checkpoint: str | os.PathLike, adapter: Any = None) -> tu
         from .adapter import get_adapter
 
         adapter = get_adapter(meta["preset"])
-    if meta.get("model") != adapter.config():
+    if not _same_model_config(adapter, meta.get("model")):
         raise TrainError(f"checkpoint {info.path} holds a model with another config than adapter {adapter.name}/{adapter.preset}")
     model = adapter.build()
     model.load_state_dict(ckpt.load_tensors(info, "model.safetensors"), strict=True)

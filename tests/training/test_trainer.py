@@ -221,3 +221,15 @@ def test_cli_reports_a_user_error_in_one_line(debug_dataset, tmp_path, capsys):
     rc = main(["train", "--stage", "av", "--preset", "debug", "--dataset", str(debug_dataset), "--out", str(tmp_path / "av"), "--no-track"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err[-1].startswith("error: stage 'av' starts from the 'multishot' stage's final checkpoint")
+
+
+def test_a_checkpoint_written_before_a_config_field_existed_still_matches():
+    from mavin_ops.training.mavin_adapter import MavinAdapter
+    from mavin_ops.training.trainer import _same_model_config
+
+    adapter = MavinAdapter("debug")
+    saved = adapter.config()
+    del saved["flow"]["video_noise_shared"]  # a field added later, at its default (0 in debug)
+    assert saved != adapter.config() and _same_model_config(adapter, saved)
+    assert not _same_model_config(adapter, {**saved, "denoiser": {**saved["denoiser"], "depth": 2}})
+    assert not _same_model_config(adapter, {**saved, "denoiser": {**saved["denoiser"], "bogus": 1}})
