@@ -3,7 +3,8 @@
 Export needs example inputs to trace and to check parity on; the smoke test and the
 benchmark need a request to send. Both come from here, so nothing depends on a dataset being
 present. Scripts are valid MTSS (``data/mtss.py``) and match the config's frame rate and
-temporal stride (4k+1 frames).
+temporal stride (``stride * k + 1`` frames). By default an example lasts about
+``EXAMPLE_SECONDS`` whatever the codec's stride (17 frames at 8 fps).
 """
 
 from __future__ import annotations
@@ -17,17 +18,24 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from mavin_ops.model.config import ModelConfig
 
-__all__ = ["example_duration", "example_references", "example_script", "write_example"]
+__all__ = ["EXAMPLE_SECONDS", "example_duration", "example_references", "example_script", "write_example"]
+
+#: Default length of an example clip in seconds (17 frames at 8 fps).
+EXAMPLE_SECONDS = 2.125
 
 
-def example_duration(config: "ModelConfig", latent_steps: int = 5) -> float:
-    """Seconds of a clip with ``latent_steps`` video latent steps (4k+1 frames)."""
+def example_duration(config: "ModelConfig", latent_steps: int | None = None) -> float:
+    """Seconds of a clip with ``latent_steps`` video latent steps (``stride * (steps - 1) + 1``
+    frames); by default the fewest steps that last at least ``EXAMPLE_SECONDS``."""
     vc = config.video_codec
-    frames = vc.temporal_stride * (latent_steps - 1) + 1
+    ts = vc.temporal_stride
+    if latent_steps is None:
+        latent_steps = -(-(round(EXAMPLE_SECONDS * vc.fps) - 1) // ts) + 1
+    frames = ts * (latent_steps - 1) + 1
     return frames / vc.fps
 
 
-def example_script(config: "ModelConfig", latent_steps: int = 5, customized: int = 2, clip_id: str = "example") -> dict[str, Any]:
+def example_script(config: "ModelConfig", latent_steps: int | None = None, customized: int = 2, clip_id: str = "example") -> dict[str, Any]:
     """A two-shot scene with dialogue: R1 (person, speaks in both shots), R2 (person, in shot
     2), R3 (an object in shot 1). The first ``customized`` of R1, R2 cite reference media
     (R1: image + voice, R2: image), so they become customized roles."""
@@ -106,7 +114,7 @@ def example_references(config: "ModelConfig", script: dict[str, Any], seed: int 
     return out
 
 
-def write_example(config: "ModelConfig", folder: str | Path, latent_steps: int = 5, customized: int = 2, seed: int = 0) -> Path:
+def write_example(config: "ModelConfig", folder: str | Path, latent_steps: int | None = None, customized: int = 2, seed: int = 0) -> Path:
     """Write ``scene.json`` and the reference media it cites (png / wav, paths relative to
     the folder) into ``folder``; return the script path."""
     from mavin_ops.data.media import write_png, write_wav

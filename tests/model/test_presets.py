@@ -36,7 +36,7 @@ def test_tiny_preset_size_and_tokens():
     counts = model.parameter_counts()
     assert 1.0e6 <= counts["trainable"] <= 3.1e6, counts
     cfg = model.config
-    assert model.video_codec.latent_shape(17, 32, 32) == (192, 5, 8, 8)  # 5 x 64 = 320 video tokens
+    assert model.video_codec.latent_shape(17, 32, 32) == (192, 17, 4, 4)  # one step per frame: 17 x 16 = 272 video tokens
     assert model.audio_codec.latent_shape(17000) == (22, 60)  # 10 latents per second (0.1 s frames), 0-300 Hz
     assert cfg.video_token_dim <= cfg.denoiser.width and cfg.audio_token_dim <= cfg.denoiser.width
     assert cfg.denoiser.prediction == "velocity" and cfg.denoiser.audio_prediction == "data"
