@@ -34,6 +34,30 @@ def test_default_policy_file_loads():
     assert p.resamples >= 1000 and 0.5 <= p.confidence < 1
 
 
+def test_shipped_floors_pass_the_benchmarked_recipe_and_fail_untrained_and_the_ablation():
+    """The default policy's floors stay calibrated on the recorded tiny benchmark
+    (bench/results/learn.json, written by bench/learn.py): the trained recipe clears every
+    floor, the untrained model and the "w/o BTR" ablation each fail at least one."""
+    from pathlib import Path
+
+    scores = json.loads((Path(__file__).resolve().parents[2] / "bench" / "results" / "learn.json").read_text())["scores"]
+    rules = [r for r in G.load_policy().rules if r.min is not None or r.max is not None]
+    assert {r.name for r in rules} >= {"sta", "tams"}
+
+    def failed(row: dict) -> list[str]:
+        out = []
+        for r in rules:
+            v = row.get(r.name)
+            if v is None or (r.min is not None and v < r.min) or (r.max is not None and v > r.max):
+                out.append(r.name)
+        return out
+
+    assert failed(scores["trained"]) == []
+    assert "sta" in failed(scores["untrained (seeded init)"])
+    assert "sta" in failed(scores["w/o BTR (trained, routing off)"])
+    assert "tams" in failed(scores["w/o BTR (trained, routing off)"])
+
+
 def test_policy_with_unknown_metric_names_it_and_the_allowed_names(tmp_path):
     path = tmp_path / "policy.yaml"
     path.write_text("metrics:\n  sta: {min: 0.5}\n  fvd: {max: 300}\n")
