@@ -10,6 +10,7 @@ temporal stride (``stride * k + 1`` frames). By default an example lasts about
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ def example_duration(config: "ModelConfig", latent_steps: int | None = None) -> 
     vc = config.video_codec
     ts = vc.temporal_stride
     if latent_steps is None:
-        latent_steps = -(-(round(EXAMPLE_SECONDS * vc.fps) - 1) // ts) + 1
+        latent_steps = math.ceil((round(EXAMPLE_SECONDS * vc.fps) - 1) / ts) + 1
     frames = ts * (latent_steps - 1) + 1
     return frames / vc.fps
 

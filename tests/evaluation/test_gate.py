@@ -36,26 +36,29 @@ def test_default_policy_file_loads():
 
 def test_shipped_floors_pass_the_benchmarked_recipe_and_fail_untrained_and_the_ablation():
     """The default policy's floors stay calibrated on the recorded tiny benchmark
-    (bench/results/learn.json, written by bench/learn.py): the trained recipe clears every
-    floor, the untrained model and the "w/o BTR" ablation each fail at least one."""
+    (bench/results/learn.json, written by bench/learn.py): with no champion, the gate passes
+    the trained recipe's means and fails the untrained model and the "w/o BTR" ablation."""
     from pathlib import Path
 
-    scores = json.loads((Path(__file__).resolve().parents[2] / "bench" / "results" / "learn.json").read_text())["scores"]
-    rules = [r for r in G.load_policy().rules if r.min is not None or r.max is not None]
-    assert {r.name for r in rules} >= {"sta", "tams"}
+    learn = json.loads((Path(__file__).resolve().parents[2] / "bench" / "results" / "learn.json").read_text())
+    policy = G.load_policy()
 
-    def failed(row: dict) -> list[str]:
-        out = []
-        for r in rules:
-            v = row.get(r.name)
-            if v is None or (r.min is not None and v < r.min) or (r.max is not None and v > r.max):
-                out.append(r.name)
-        return out
+    def verdict(row: dict) -> G.GateDecision:
+        doc = {
+            "benchmark": {"id": "learn-bench", "digest": "d"},
+            "clips": [{"id": f"c{i}", "metrics": {}} for i in range(learn["eval_clips"])],
+            "metrics": {k: {"mean": v, "count": learn["eval_clips"]} for k, v in row.items() if v is not None},
+        }
+        return G.decide(doc, policy)
 
-    assert failed(scores["trained"]) == []
-    assert "sta" in failed(scores["untrained (seeded init)"])
-    assert "sta" in failed(scores["w/o BTR (trained, routing off)"])
-    assert "tams" in failed(scores["w/o BTR (trained, routing off)"])
+    scores = learn["scores"]
+    trained = verdict(scores["trained"])
+    assert trained.passed, trained.reasons
+    untrained = verdict(scores["untrained (seeded init)"])
+    ablation = verdict(scores["w/o BTR (trained, routing off)"])
+    assert not untrained.passed and any(r.startswith("sta: ") and "below the floor" in r for r in untrained.reasons)
+    assert not ablation.passed and any(r.startswith("sta: ") and "below the floor" in r for r in ablation.reasons)
+    assert any(r.startswith("tams: ") for r in ablation.reasons)
 
 
 def test_policy_with_unknown_metric_names_it_and_the_allowed_names(tmp_path):

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from mavin_ops.model.flow import euler_sample
-from mavin_ops.serving.examples import example_references, example_script
+from mavin_ops.model.config import preset
+from mavin_ops.serving.examples import example_duration, example_references, example_script
 from mavin_ops.serving.pipeline import GenerateRequest, Pipeline, RequestError, TorchRunner, initial_noise, local_pipeline
 from mavin_ops.serving.spec import ServingLimits
 
@@ -20,6 +21,17 @@ def _request(config, seed=0, steps=3, guidance=None, customized=2, **changes):
     script = example_script(config, customized=customized)
     script.update(changes)
     return GenerateRequest(script, example_references(config, script), seed=seed, steps=steps, guidance=guidance)
+
+
+@pytest.mark.parametrize("name, frames", [("debug", 17), ("tiny", 17), ("paper", 53)])
+def test_example_clips_last_about_two_seconds_whatever_the_temporal_stride(name, frames):
+    cfg = preset(name)
+    vc = cfg.video_codec
+    assert example_duration(cfg) * vc.fps == pytest.approx(frames)  # the fewest stride*k+1 frames >= 2.125 s
+    assert (frames - 1) % vc.temporal_stride == 0
+    assert example_duration(cfg, latent_steps=3) * vc.fps == pytest.approx(2 * vc.temporal_stride + 1)
+    script = example_script(cfg)
+    assert script["duration"] == script["shot"][-1]["time_range"][1] == pytest.approx(example_duration(cfg))
 
 
 class Counting:
