@@ -9,10 +9,17 @@ Policy file (YAML; the default is ``evaluation/gate_policy.yaml``)::
       sta:  {min: 0.80, tolerance: 0.02}     # higher is better: a floor
       shot_boundary_deviation: {max: 1.0, tolerance: 0.25}   # lower is better: a ceiling
       val_loss_video: {tolerance: 0.05}      # no floor, non-regression only
+      shot_boundary_deviation: {max: 2.0, coverage: 0.5}    # values on half the clips suffice
 
 For every metric in the policy:
 
-1. The challenger's aggregate value must exist and be finite, and no clip may be NaN.
+1. Coverage: a per-clip metric must have a real number (not a boolean, not a string) on every
+   benchmark clip it applies to, or on the share ``coverage`` (default 1.0) the policy sets
+   explicitly. A clip is left out only when the runner marked the metric ``not_applicable``
+   for it from the benchmark's script (no cut scripted, no two shots sharing a character,
+   ...). The mean is recomputed from the clip values; an aggregate that disagrees with them,
+   or is not a real number, fails. The challenger's aggregate value must exist and be finite,
+   and no clip may be NaN.
 2. Floor: ``mean >= min`` and / or ``mean <= max``.
 3. Non-regression (when a champion exists and the metric has a ``tolerance``): per clip,
    ``d = challenger - champion`` oriented so that positive is better (negated for
@@ -77,7 +84,7 @@ METRICS_ARTIFACT = "evaluation/metrics.json"
 GATE_JSON = "gate.json"
 GATE_HTML = "gate.html"
 
-_RULE_KEYS = ("min", "max", "tolerance")
+_RULE_KEYS = ("min", "max", "tolerance", "coverage")
 _BOOTSTRAP_KEYS = ("resamples", "confidence", "seed")
 
 
@@ -91,12 +98,14 @@ class PolicyError(ValueError):
 @dataclass(frozen=True, slots=True)
 class MetricRule:
     """One metric's rule: optional floor ``min`` / ceiling ``max`` on the aggregate mean,
-    optional non-regression ``tolerance`` (in the metric's own units)."""
+    optional non-regression ``tolerance`` (in the metric's own units), and the share of the
+    clips the metric applies to that must carry a value (``coverage``, None = all of them)."""
 
     name: str
     min: float | None = None
     max: float | None = None
     tolerance: float | None = None
+    coverage: float | None = None
 
     @property
     def higher_is_better(self) -> bool:
@@ -167,13 +176,15 @@ def parse_policy(data: Any, source: str = "<memory>") -> GatePolicy:
             if key not in _RULE_KEYS:
                 raise PolicyError(f"{where}.{key}: unknown key; allowed: {', '.join(_RULE_KEYS)}")
         vals = {k: (None if rule.get(k) is None else _number(rule[k], f"{where}.{k}")) for k in _RULE_KEYS}
-        if all(v is None for v in vals.values()):
+        if all(vals[k] is None for k in ("min", "max", "tolerance")):
             raise PolicyError(f"{where}: the rule sets nothing; give a min, a max or a tolerance")
+        if vals["coverage"] is not None and not 0.0 < vals["coverage"] <= 1.0:
+            raise PolicyError(f"{where}.coverage: expected a share in (0, 1], got {vals['coverage']}")
         if vals["tolerance"] is not None and vals["tolerance"] < 0:
             raise PolicyError(f"{where}.tolerance: must be >= 0, got {vals['tolerance']}")
         if vals["min"] is not None and vals["max"] is not None and vals["min"] > vals["max"]:
             raise PolicyError(f"{where}: min {vals['min']} is above max {vals['max']}")
-        rules.append(MetricRule(str(name), vals["min"], vals["max"], vals["tolerance"]))
+        rules.append(MetricRule(str(name), vals["min"], vals["max"], vals["tolerance"], vals["coverage"]))
     return GatePolicy(tuple(rules), int(resamples), float(confidence), int(seed), source)
 
 
@@ -355,6 +366,42 @@ def _is_nan(v: Any) -> bool:
     return isinstance(v, float) and not math.isfinite(v)
 
 
+def _is_real(v: Any) -> bool:
+    """A JSON number: int or float, never a boolean (``true`` is an int in Python)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _coverage(rule: MetricRule, chal: dict[str, Any]) -> tuple[list[str], dict[str, float], list[str]]:
+    """(reasons, the real values by clip id, the ids the metric applies to) for a per-clip
+    metric: every clip not marked ``not_applicable`` for it must carry a real number, or the
+    policy's ``coverage`` share of them."""
+    reasons: list[str] = []
+    applies: list[str] = []
+    values: dict[str, float] = {}
+    wrong: list[str] = []
+    for clip in chal.get("clips", []):
+        if rule.name in (clip.get("not_applicable") or []):
+            continue
+        cid = str(clip.get("id"))
+        applies.append(cid)
+        v = (clip.get("metrics") or {}).get(rule.name)
+        if _is_real(v):
+            values[cid] = float(v)
+        elif v is not None:
+            wrong.append(cid)
+    if wrong:
+        reasons.append(f"{rule.name}: {len(wrong)} clip value(s) are not numbers ({', '.join(wrong[:5])}); re-run the evaluation")
+    need = 1.0 if rule.coverage is None else rule.coverage
+    if applies and len(values) < need * len(applies) - 1e-9:
+        absent = [cid for cid in applies if cid not in values]
+        reasons.append(
+            f"{rule.name}: values on {len(values)} of the {len(applies)} benchmark clips it applies to "
+            f"(missing: {', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''}); the policy requires "
+            f"{need:.0%} (set metrics.{rule.name}.coverage to accept less)"
+        )
+    return reasons, values, applies
+
+
 def _check_metric(
     rule: MetricRule, policy: GatePolicy, chal: dict[str, Any], champ: dict[str, Any] | None
 ) -> MetricCheck:
@@ -365,13 +412,24 @@ def _check_metric(
     if not isinstance(agg, dict):
         chk.reasons.append(f"{rule.name}: missing from the challenger's metrics.json")
         return chk
-    chk.challenger, chk.challenger_count = agg.get("mean"), int(agg.get("count") or 0)
-    bad_clips = sorted(cid for cid, v in _clip_values(chal, rule.name).items() if _is_nan(v)) if info.per_clip else []
-    if bad_clips:
-        chk.reasons.append(f"{rule.name}: NaN in {len(bad_clips)} clip(s) ({', '.join(bad_clips[:5])})")
+    chk.challenger = agg.get("mean")
+    chk.challenger_count = int(agg["count"]) if _is_real(agg.get("count")) else 0
+    if info.per_clip:
+        cover_reasons, clip_values, _ = _coverage(rule, chal)
+        chk.challenger_count = len(clip_values)
+        chk.reasons.extend(cover_reasons)
+        bad_clips = sorted(cid for cid, v in clip_values.items() if _is_nan(v))
+        if bad_clips:
+            chk.reasons.append(f"{rule.name}: NaN in {len(bad_clips)} clip(s) ({', '.join(bad_clips[:5])})")
+        if chk.challenger is not None and clip_values and not bad_clips and _is_real(chk.challenger) and math.isfinite(chk.challenger):
+            recomputed = float(np.mean(list(clip_values.values())))
+            if not math.isclose(recomputed, float(chk.challenger), rel_tol=1e-6, abs_tol=1e-9):
+                chk.reasons.append(
+                    f"{rule.name}: the aggregate mean {chk.challenger!r} disagrees with the clip values (mean {recomputed:.6g}); re-run the evaluation"
+                )
     if chk.challenger is None:
         chk.reasons.append(f"{rule.name}: missing: no benchmark clip has a value")
-    elif _is_nan(chk.challenger) or not isinstance(chk.challenger, (int, float)):
+    elif not _is_real(chk.challenger) or _is_nan(chk.challenger):
         chk.reasons.append(f"{rule.name}: challenger value is {chk.challenger!r}, not a finite number")
         chk.challenger = None
     if chk.reasons:
@@ -389,7 +447,7 @@ def _check_metric(
     if champ is not None and rule.tolerance is not None:
         cagg = champ.get("metrics", {}).get(rule.name)
         cmean = cagg.get("mean") if isinstance(cagg, dict) else None
-        chk.champion = cmean if isinstance(cmean, (int, float)) else None
+        chk.champion = cmean if _is_real(cmean) else None
         if cagg is None:
             chk.reasons.append(f"{rule.name}: the champion's metrics.json has no value, cannot check non-regression; re-evaluate the champion")
             chk.regression_ok = False
@@ -399,7 +457,7 @@ def _check_metric(
                 chk.reasons.append(f"{rule.name}: the champion has NaN clip values; re-evaluate the champion")
                 chk.regression_ok = False
             else:
-                ids = sorted(cid for cid in a if cid in b and a[cid] is not None and b[cid] is not None)
+                ids = sorted(cid for cid in a if cid in b and _is_real(a[cid]) and _is_real(b[cid]))
                 chk.paired = len(ids)
                 if not ids:
                     chk.reasons.append(f"{rule.name}: no benchmark clip has a value for both challenger and champion")
@@ -441,6 +499,10 @@ def decide(
     n_clips = len(challenger.get("clips", []))
     if n_clips == 0:
         reasons.append("no benchmark clips in the challenger's metrics.json; evaluate on a non-empty benchmark")
+    elif bench.get("n_clips") is not None and bench.get("n_clips") != n_clips:
+        reasons.append(
+            f"the challenger's metrics.json lists {n_clips} clips but its benchmark has {bench.get('n_clips')!r}; re-run the evaluation on the whole benchmark"
+        )
     champ_metrics = None
     if champion is not None:
         if champion.error:
@@ -454,6 +516,14 @@ def decide(
                     f"champion v{champion.version} on {cb.get('id')} ({str(cb.get('digest'))[:12]}); re-evaluate the champion on this benchmark"
                 )
                 champ_metrics = None
+            else:
+                mine = {str(c.get("id")) for c in challenger.get("clips", [])}
+                theirs = {str(c.get("id")) for c in (champ_metrics or {}).get("clips", [])}
+                if theirs and mine != theirs:
+                    reasons.append(
+                        f"the challenger was scored on {len(mine & theirs)} of the champion's {len(theirs)} benchmark clips "
+                        f"(+{len(mine - theirs)} others); evaluate both on the same whole benchmark"
+                    )
     checks = [_check_metric(rule, policy, challenger, champ_metrics) for rule in policy.rules]
     for chk in checks:
         reasons.extend(chk.reasons)

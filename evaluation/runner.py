@@ -337,7 +337,20 @@ def evaluate_clip(clip: ClipLike, suite: DetectorSuite, config: EvalConfig | Non
         notes["ac"] = "no customized role with a reference voice has dialogue"
     details["vc_roles"] = vc_roles
     details["ac_roles"] = ac_roles
-    return {"id": str(clip.id), "metrics": values, "notes": notes, "details": details}
+    # Metrics the script itself rules out (decided by the benchmark's script and references,
+    # never by what was generated): the gate's coverage rule counts every other clip.
+    not_applicable = sorted(
+        name
+        for name, applies in (
+            ("shot_boundary_deviation", bool(scripted)),
+            ("cisc", bool(cisc_pairs)),
+            ("bisc", bool(bisc_pairs)),
+            ("vc", any(ref_images.get(e.id) is not None and any(e.id in s.references_in_shot for s in shots) for e in script.customized_roles())),
+            ("ac", any(ref_audio.get(e.id) is not None and any(d.speaker == e.id for d in dialogue) for e in script.customized_roles())),
+        )
+        if not applies
+    )
+    return {"id": str(clip.id), "metrics": values, "notes": notes, "details": details, "not_applicable": not_applicable}
 
 
 # --------------------------------------------------------------------------- many clips

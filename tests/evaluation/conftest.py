@@ -257,7 +257,9 @@ def metrics_doc(values: dict[str, list[float | None]], digest: str = "d" * 64, b
     from mavin_ops.evaluation.metrics import aggregate
 
     n = max((len(v) for v in values.values()), default=0)
-    clips = [{"id": f"c{i}", "metrics": {k: v[i] for k, v in values.items()}, "notes": {}, "details": {}} for i in range(n)]
+    # A None value stands for "does not apply to this clip" (the runner's not_applicable).
+    clips = [{"id": f"c{i}", "metrics": {k: v[i] for k, v in values.items()}, "notes": {}, "details": {},
+              "not_applicable": sorted(k for k, v in values.items() if v[i] is None)} for i in range(n)]
     agg = aggregate([c["metrics"] for c in clips], list(values))
     for k, v in (run_level or {}).items():
         agg[k] = {"mean": v, "count": 1, "missing": 0, "per_clip": False}

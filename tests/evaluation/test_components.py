@@ -3,6 +3,8 @@ and a real MLflow store, their compiled specs, and the gate decision driving dsl
 (No ``from __future__ import annotations`` here: KFP reads the inline component's types.)"""
 
 import json
+
+import pytest
 from pathlib import Path
 
 from kfp import dsl
@@ -32,8 +34,8 @@ def test_evaluate_then_gate_python_funcs(debug_dataset, tmp_path, mlflow_uri):
     )
     doc = json.loads(Path(metrics_json.path).read_text())
     assert out.n_clips == 2 and out.benchmark_digest == doc["benchmark"]["digest"]
-    assert metrics.metadata["sta"] == 1.0 and metrics.metadata["tams"] == 1.0
-    assert json.loads(out.summary)["metrics"]["bisc"] == 1.0
+    assert metrics.metadata["sta"] == pytest.approx(1.0) and metrics.metadata["tams"] == pytest.approx(1.0)
+    assert json.loads(out.summary)["metrics"]["bisc"] == pytest.approx(1.0)
     # the evaluate run's metrics.json, as a champion's version tag would point at it
     assert out.metrics_uri.startswith("runs:/") and out.metrics_uri.endswith(METRICS_ARTIFACT)
     fetched = mlflow.artifacts.download_artifacts(artifact_uri=out.metrics_uri, dst_path=str(tmp_path / "dl"))
@@ -50,7 +52,7 @@ def test_evaluate_then_gate_python_funcs(debug_dataset, tmp_path, mlflow_uri):
     parent = tracking.parent_run("r-test", "k-test")
     steps = client.search_runs([tracking.experiment_id()], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
     by_step = {r.data.tags["mavin.step"]: r for r in steps}
-    assert by_step["evaluate"].data.metrics["eval/sta"] == 1.0
+    assert by_step["evaluate"].data.metrics["eval/sta"] == pytest.approx(1.0)
     assert by_step["gate"].data.metrics["gate/passed"] == 1.0
 
 

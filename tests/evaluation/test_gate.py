@@ -46,7 +46,7 @@ def test_shipped_floors_pass_the_benchmarked_recipe_and_fail_untrained_and_the_a
     def verdict(row: dict) -> G.GateDecision:
         doc = {
             "benchmark": {"id": "learn-bench", "digest": "d"},
-            "clips": [{"id": f"c{i}", "metrics": {}} for i in range(learn["eval_clips"])],
+            "clips": [{"id": f"c{i}", "metrics": {k: v for k, v in row.items() if v is not None}} for i in range(learn["eval_clips"])],
             "metrics": {k: {"mean": v, "count": learn["eval_clips"]} for k, v in row.items() if v is not None},
         }
         return G.decide(doc, policy)
@@ -214,6 +214,67 @@ def test_missing_metric_is_blocked(kit):
     undefined = kit.metrics_doc({"cisc": [None] * N})
     d = G.decide(undefined, policy({"cisc": {"min": 0.5}}))
     assert not d.passed and d.reasons == ["cisc: missing: no benchmark clip has a value"]
+
+
+def _coverage_attack(kit, n_with_value: int) -> dict:
+    """A challenger with a value on only some benchmark clips: the others carry no value and
+    are not marked not-applicable (the attack the release-integrity review found)."""
+    doc = kit.metrics_doc({"sta": [0.99] * N})
+    for clip in doc["clips"][n_with_value:]:
+        del clip["metrics"]["sta"]
+    doc["metrics"]["sta"] = {"mean": 0.99, "count": n_with_value, "missing": N - n_with_value}
+    return doc
+
+
+def test_a_metric_on_one_clip_fails_the_gate_with_and_without_champion(kit):
+    chal = _coverage_attack(kit, 1)
+    rule = policy({"sta": {"min": 0.5, "tolerance": 0.02}})
+    alone = G.decide(chal, rule)
+    assert not alone.passed
+    assert any(r.startswith(f"sta: values on 1 of the {N} benchmark clips it applies to") for r in alone.reasons), alone.reasons
+    champ = kit.metrics_doc({"sta": [0.9] * N})
+    against = G.decide(chal, rule, champion_of(champ))
+    assert not against.passed and any("values on 1 of the" in r for r in against.reasons)
+
+
+def test_a_policy_coverage_share_is_honoured(kit):
+    doc = _coverage_attack(kit, N // 2)
+    assert not G.decide(doc, policy({"sta": {"min": 0.5}})).passed
+    assert G.decide(doc, policy({"sta": {"min": 0.5, "coverage": 0.5}})).passed
+    assert not G.decide(doc, policy({"sta": {"min": 0.5, "coverage": 0.6}})).passed
+    with pytest.raises(G.PolicyError, match=r"metrics\.sta\.coverage: expected a share in \(0, 1\]"):
+        policy({"sta": {"min": 0.5, "coverage": 1.5}})
+
+
+@pytest.mark.parametrize("fake", [True, "0.99", [0.99]])
+def test_values_must_be_real_numbers(kit, fake):
+    doc = kit.metrics_doc({"sta": [0.99] * N})
+    doc["metrics"]["sta"]["mean"] = fake
+    d = G.decide(doc, policy({"sta": {"min": 0.5}}))
+    assert not d.passed and any("not a finite number" in r for r in d.reasons), d.reasons
+    clip_fake = kit.metrics_doc({"sta": [0.99] * N})
+    clip_fake["clips"][4]["metrics"]["sta"] = fake
+    d = G.decide(clip_fake, policy({"sta": {"min": 0.5}}))
+    assert not d.passed and any("sta: 1 clip value(s) are not numbers (c4)" in r for r in d.reasons), d.reasons
+
+
+def test_an_aggregate_that_disagrees_with_its_clips_fails(kit):
+    doc = kit.metrics_doc({"sta": [0.5] * N})
+    doc["metrics"]["sta"]["mean"] = 0.99
+    d = G.decide(doc, policy({"sta": {"min": 0.9}}))
+    assert not d.passed and any("disagrees with the clip values" in r for r in d.reasons)
+
+
+def test_a_clip_list_shorter_than_the_benchmark_fails(kit):
+    doc = kit.metrics_doc({"sta": [0.99] * N})
+    doc["clips"] = doc["clips"][:1]
+    doc["metrics"]["sta"] = {"mean": 0.99, "count": 1, "missing": 0}
+    d = G.decide(doc, policy({"sta": {"min": 0.5}}))
+    assert not d.passed and any(f"lists 1 clips but its benchmark has {N}" in r for r in d.reasons)
+    doc["benchmark"].pop("n_clips")
+    champ = kit.metrics_doc({"sta": [0.9] * N})
+    d = G.decide(doc, policy({"sta": {"min": 0.5, "tolerance": 0.1}}), champion_of(champ))
+    assert not d.passed and any(f"scored on 1 of the champion's {N} benchmark clips" in r for r in d.reasons)
 
 
 def test_undefined_clips_are_left_out_of_the_pairing(kit):

@@ -59,7 +59,7 @@ def test_ground_truth_synthetic_clips_score_what_the_generator_implies(debug_dat
     seen = {"cisc": 0, "bisc": 0, "vc": 0, "ac": 0}
     for got, clip in zip(result["clips"], clips):
         m, world = got["metrics"], clip.row["world"]
-        assert m["sta"] == 1.0 and m["tams"] == 1.0 and m["shot_boundary_unmatched"] == 0
+        assert m["sta"] == pytest.approx(1.0) and m["tams"] == pytest.approx(1.0) and m["shot_boundary_unmatched"] == 0
         assert got["details"]["cuts"]["predicted"] == world["cuts"]
         assert m["shot_boundary_deviation"] == (0.0 if world["cuts"] else None)
         looks: dict[str, list] = {}
@@ -155,11 +155,26 @@ def test_extra_cut(kit, spec, suite):
 def test_single_shot_clip_with_no_cuts_scores_one(kit, suite):
     one = kit.ClipSpec("k1", 17, [kit.ShotSpec(0, 17, "Ra", kit.WALL_A, {"R1": (kit.RED, (4, 10, 10, 26))})])
     out = score(kit, one, suite=suite)
-    assert out["metrics"]["sta"] == 1.0
+    assert out["metrics"]["sta"] == pytest.approx(1.0)
     assert out["metrics"]["shot_boundary_deviation"] is None and out["notes"]["shot_boundary_deviation"] == "no cuts scripted"
     assert out["metrics"]["cisc"] is None and out["metrics"]["bisc"] is None
     # no dialogue scripted and none spoken: TAMS is 1 by definition
-    assert out["metrics"]["tams"] == 1.0 and "by definition" in out["notes"]["tams"]
+    assert out["metrics"]["tams"] == pytest.approx(1.0) and "by definition" in out["notes"]["tams"]
+    # the gate's coverage rule leaves these clips out for what the script rules out, and only that
+    assert "shot_boundary_deviation" in out["not_applicable"] and {"cisc", "bisc"} <= set(out["not_applicable"])
+    assert "sta" not in out["not_applicable"] and "tams" not in out["not_applicable"]
+
+
+def test_a_missed_cut_still_counts_as_applicable(kit, spec, suite):
+    """A model that draws no cut has no deviation, but the clip still counts for coverage:
+    applicability comes from the script, not from the generated clip."""
+    gen = spec.copy()
+    merged = gen.shots[0]
+    merged.b = gen.shots[-1].b
+    gen.shots = [merged]
+    out = score(kit, gen, spec, suite)
+    assert out["metrics"]["shot_boundary_deviation"] is None
+    assert "shot_boundary_deviation" not in out["not_applicable"]
 
 
 @pytest.mark.parametrize("shift", [-0.2, 0.1])
@@ -322,7 +337,7 @@ def test_evaluate_dir_writes_metrics_json_and_logs_to_mlflow(debug_dataset, tmp_
     assert result["benchmark"] == doc["benchmark"]
     client = mlflow.tracking.MlflowClient()
     logged = client.get_run(run.info.run_id)
-    assert logged.data.metrics["eval/sta"] == 1.0 and logged.data.metrics["eval/n_clips"] == 2.0
+    assert logged.data.metrics["eval/sta"] == pytest.approx(1.0) and logged.data.metrics["eval/n_clips"] == 2.0
     assert logged.data.tags["mavin.benchmark_digest"] == doc["benchmark"]["digest"]
     assert [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")] == ["evaluation/metrics.json"]
 
@@ -333,7 +348,7 @@ def test_evaluate_dir_logs_to_a_given_run_id(debug_dataset, tmp_path, mlflow_uri
     client = MlflowClient(mlflow_uri)
     run = client.create_run(client.create_experiment("eval-test-run-id"))
     evaluate_dir(debug_dataset, None, tmp_path, run_id=run.info.run_id)
-    assert client.get_run(run.info.run_id).data.metrics["eval/tams"] == 1.0
+    assert client.get_run(run.info.run_id).data.metrics["eval/tams"] == pytest.approx(1.0)
 
 
 def test_same_benchmark_same_digest_other_benchmark_other_digest(debug_dataset, tmp_path):
@@ -391,7 +406,7 @@ def test_noisy_generation_keeps_cuts_and_identity(kit, spec, suite):
     clip = kit.make_clip(spec)
     clip.frames = np.clip(clip.frames + np.random.default_rng(0).normal(0, 10, clip.frames.shape), 0, 255).astype(np.uint8)
     m = evaluate_clip(clip, suite)["metrics"]
-    assert m["sta"] == 1.0 and m["bisc"] > 0.99
+    assert m["sta"] == pytest.approx(1.0) and m["bisc"] > 0.99
     assert m["cisc"] > 0.95 and m["vc"] > 0.9
     fixed = evaluate_clip(clip, suite, runner.load_config({"regions": {"coverage": 0.0}}))["metrics"]
     assert fixed["cisc"] < 0.8 and fixed["vc"] < 0.5
