@@ -2,8 +2,13 @@
 ``champion`` alias only for versions whose gate passed, keep an audit trail, roll back.
 
 Registry: MLflow's model registry. The audit trail lives on the registered model itself as
-tags ``mavin.audit.<seq>`` (one JSON record each), so it travels with the registry and needs
-no other store. Promotion is serialized by a lock and compare-and-set on the alias: two
+tags ``mavin.audit.<key>`` (one JSON record each), so it travels with the registry and needs
+no other store. A key is the write time in nanoseconds plus a random suffix, so two writers
+never collide; the sequence number a reader sees is the record's position in key order.
+Every alias move is recorded *before* the alias moves (state ``pending``) and confirmed after
+(``done``): a process killed in between leaves a record, which :func:`history` reads as
+``done`` when the alias did move (it is the newest record and the champion is its target) and
+``aborted`` otherwise. Promotion is serialized by a lock and compare-and-set on the alias: two
 concurrent promotions from the same champion get exactly one winner, the other a
 :class:`PromotionConflict`; the alias never moves to an older version except by
 :func:`rollback`.
@@ -22,7 +27,8 @@ import getpass
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+import uuid
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator
 
 from mavin_ops import settings
@@ -65,11 +71,14 @@ class AuditRecord:
     when: str  # ISO 8601, UTC
     why: str
     gate_report: str
+    key: str = ""  # the tag suffix it is stored under
+    state: str = "done"  # pending (written, alias not yet confirmed) | done | aborted (alias never moved)
 
     def line(self) -> str:
+        note = "" if self.state == "done" else f" [{self.state}: the process stopped before the alias moved]"
         return (
             f"#{self.seq} {self.when} {self.action:<8} {self.model} "
-            f"v{self.from_version or '-'} -> v{self.to_version} by {self.who}: {self.why}"
+            f"v{self.from_version or '-'} -> v{self.to_version} by {self.who}: {self.why}{note}"
         )
 
 
@@ -117,6 +126,17 @@ def register_version(model: str, source: str, *, run_id: str | None = None, tags
     return str(mv.version)
 
 
+STALE = "stale"
+
+
+def mark_stale(model: str, version: str | int, why: str) -> None:
+    """Take back a version's gate pass because the champion it was gated against is no
+    longer the champion: :func:`promote` then refuses it like a failed gate."""
+    c = _client()
+    c.set_model_version_tag(model, str(version), GATE_TAG, STALE)
+    c.set_model_version_tag(model, str(version), "mavin.gate_stale_reason", why)
+
+
 def champion_version(model: str) -> str | None:
     """The version behind the ``champion`` alias, or None."""
     from mlflow.exceptions import MlflowException
@@ -128,25 +148,56 @@ def champion_version(model: str) -> str | None:
 
 
 def history(model: str) -> list[AuditRecord]:
-    """The audit trail of ``model``, oldest first."""
+    """The audit trail of ``model``, oldest first, numbered by position. A record left
+    ``pending`` by a killed process reads as ``done`` if the alias did move to it (it is the
+    newest record and the champion is its target), else ``aborted``."""
     from mlflow.exceptions import MlflowException
 
     try:
         rm = _client().get_registered_model(model)
     except MlflowException:
         raise PromotionError(f"no registered model '{model}'; register a version first") from None
-    records = [AuditRecord(**json.loads(v)) for k, v in rm.tags.items() if k.startswith(AUDIT_PREFIX)]
-    return sorted(records, key=lambda r: r.seq)
+    fields = set(AuditRecord.__dataclass_fields__)
+    raw = sorted((k[len(AUDIT_PREFIX):], json.loads(v)) for k, v in rm.tags.items() if k.startswith(AUDIT_PREFIX))
+    records = [
+        replace(AuditRecord(**{"seq": 0, **{k: v for k, v in body.items() if k in fields}}), seq=n, key=key)
+        for n, (key, body) in enumerate(raw, start=1)
+    ]
+    if any(r.state == "pending" for r in records):
+        current = champion_version(model)
+        records = [
+            replace(r, state="done" if (r is records[-1] and r.to_version == current) else "aborted") if r.state == "pending" else r
+            for r in records
+        ]
+    return records
 
 
 def _append(model: str, record: AuditRecord) -> None:
-    _client().set_registered_model_tag(model, f"{AUDIT_PREFIX}{record.seq:06d}", json.dumps(asdict(record)))
+    body = {k: v for k, v in asdict(record).items() if k not in ("seq", "key")}
+    _client().set_registered_model_tag(model, f"{AUDIT_PREFIX}{record.key}", json.dumps(body))
+
+
+def _numbered(model: str, record: AuditRecord) -> AuditRecord:
+    return next((r for r in history(model) if r.key == record.key), record)
+
+
+def _new_key() -> str:
+    """A tag key that sorts by write time and cannot collide between writers."""
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+
+
+def _move_alias(model: str, record: AuditRecord) -> AuditRecord:
+    """Record the move (pending), move the alias, confirm the record (done)."""
+    _append(model, record)
+    _client().set_registered_model_alias(model, CHAMPION, record.to_version)
+    done = replace(record, state="done")
+    _append(model, done)
+    return done
 
 
 def _record(model: str, action: str, frm: str | None, to: str, who: str | None, why: str, gate_report: str) -> AuditRecord:
-    seq = len(history(model)) + 1
     return AuditRecord(
-        seq=seq,
+        seq=0,
         action=action,
         model=model,
         from_version=frm,
@@ -155,6 +206,8 @@ def _record(model: str, action: str, frm: str | None, to: str, who: str | None, 
         when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         why=why,
         gate_report=gate_report,
+        key=_new_key(),
+        state="pending",
     )
 
 
@@ -184,6 +237,11 @@ def promote(
     except MlflowException:
         raise PromotionError(f"{model} has no version {version}; see `mavin-ops history {model}`") from None
     verdict = mv.tags.get(GATE_TAG)
+    if verdict == STALE:
+        raise PromotionError(
+            f"{model} v{version} cannot be promoted: its gate ran against another champion "
+            f"({mv.tags.get('mavin.gate_stale_reason', 'the champion changed')}); run a new release to gate it against the current one"
+        )
     if verdict != "pass":
         raise PromotionError(
             f"{model} v{version} cannot be promoted: its gate verdict is {verdict or 'missing'!r}; only a version whose gate passed can become champion"
@@ -198,10 +256,8 @@ def promote(
             raise PromotionConflict(
                 f"{model} v{version} is not newer than the champion v{current}; the alias never moves backwards (use `mavin-ops rollback`)"
             )
-        c.set_registered_model_alias(model, CHAMPION, version)
-        record = _record(model, "promote", current, version, who, reason, mv.tags.get("mavin.gate_report", ""))
-        _append(model, record)
-    return record
+        record = _move_alias(model, _record(model, "promote", current, version, who, reason, mv.tags.get("mavin.gate_report", "")))
+    return _numbered(model, record)
 
 
 def rollback(model: str, *, reason: str, who: str | None = None) -> AuditRecord:
@@ -215,11 +271,11 @@ def rollback(model: str, *, reason: str, who: str | None = None) -> AuditRecord:
         trail = history(model)
         # The version the current champion displaced when it was promoted (rollbacks are not
         # undone by a second rollback: that would re-promote what was rolled back).
-        previous = next((r.from_version for r in reversed(trail) if r.action == "promote" and r.to_version == current), None)
+        previous = next(
+            (r.from_version for r in reversed(trail) if r.action == "promote" and r.state == "done" and r.to_version == current), None
+        )
         if previous is None:
             raise PromotionError(f"{model} v{current} has no previous champion in the audit trail; nothing to roll back to")
-        _client().set_registered_model_alias(model, CHAMPION, previous)
         mv = _client().get_model_version(model, previous)
-        record = _record(model, "rollback", current, previous, who, reason, mv.tags.get("mavin.gate_report", ""))
-        _append(model, record)
-    return record
+        record = _move_alias(model, _record(model, "rollback", current, previous, who, reason, mv.tags.get("mavin.gate_report", "")))
+    return _numbered(model, record)

@@ -147,6 +147,9 @@ def build_release_pipeline(platform: Platform = _local):
                 "gate",
                 "gate",
             )
+            # The champion may have changed since an earlier attempt gated: a resumed release
+            # always gates again, against the champion of now.
+            decided.set_caching_options(False)
             with dsl.If(decided.outputs["decision"] == "pass", name="gate-passed"):
                 exported = step(
                     export_model(checkpoint=checkpoint, dataset_digest=digest, store=model_store, store_name=model_name, endpoint_url=endpoint_url, **lineage),
@@ -163,7 +166,7 @@ def build_release_pipeline(platform: Platform = _local):
                     "serving_smoke_test",
                     "serving smoke test",
                 )
-                step(
+                registered = step(
                     register_model(
                         checkpoint=checkpoint,
                         gate_json=decided.outputs["gate_json"],
@@ -178,6 +181,7 @@ def build_release_pipeline(platform: Platform = _local):
                     "register_model",
                     "register and promote",
                 )
+                registered.set_caching_options(False)  # it moves the alias: never replayed from a cache
             with dsl.Else(name="gate-failed"):
                 step(record_not_promoted(gate_summary=decided.outputs["summary"], **lineage), "record_not_promoted", "not promoted")
 

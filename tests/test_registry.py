@@ -119,3 +119,65 @@ def test_serve_follows_the_champion_through_a_rollback():
     assert _champion_triton_version("m") == 11
     registry.rollback("m", reason="regression")
     assert _champion_triton_version("m") == 10
+
+
+def _promote_then_die(version: str, die_on: str) -> None:
+    """In a forked child: promote, SIGKILL-ing this process at ``die_on`` (the alias move, or
+    the confirming audit write after it), as a crash or ``kill -9`` would."""
+    import os
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    if die_on == "alias":
+        def die(*a, **k):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        MlflowClient.set_registered_model_alias = die
+    else:
+        real = MlflowClient.set_registered_model_tag
+        seen: list[str] = []
+
+        def tag_then_die(self, name, key, value):
+            if key in seen:  # the second write of the same record: the confirmation
+                os.kill(os.getpid(), signal.SIGKILL)
+            seen.append(key)
+            return real(self, name, key, value)
+
+        MlflowClient.set_registered_model_tag = tag_then_die
+    registry.promote("m", version, reason="killed mid-promotion", who="crash")
+
+
+@pytest.mark.parametrize("die_on", ["alias", "confirm"])
+def test_a_process_killed_mid_promotion_leaves_a_true_audit_record(die_on):
+    v = register(2)
+    registry.promote("m", v[0], reason="base")
+    child = mp.get_context("fork").Process(target=_promote_then_die, args=(v[1], die_on))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -9
+    trail = registry.history("m")
+    assert [r.to_version for r in trail] == [v[0], v[1]]  # the record was written before the alias moved
+    last = trail[-1]
+    if die_on == "alias":
+        assert registry.champion_version("m") == v[0] and last.state == "aborted" and "[aborted" in last.line()
+        # nothing to roll back to from an aborted move; promoting again works and is recorded
+        registry.promote("m", v[1], reason="again")
+        assert [r.state for r in registry.history("m")] == ["done", "aborted", "done"]
+    else:
+        assert registry.champion_version("m") == v[1] and last.state == "done"
+        assert registry.rollback("m", reason="undo").to_version == v[0]
+
+
+def test_two_writers_reading_the_same_trail_both_keep_their_record(monkeypatch):
+    """Sequence numbers are not taken from len(history)+1: two writers that read the same
+    trail at once write two records, not one over the other."""
+    v = register(1)
+    registry.promote("m", v[0], reason="base")
+    a = registry._record("m", "promote", v[0], v[0], "a", "writer a", "")
+    b = registry._record("m", "promote", v[0], v[0], "b", "writer b", "")
+    registry._append("m", a)
+    registry._append("m", b)
+    trail = registry.history("m")
+    assert len(trail) == 3 and {r.why for r in trail[1:]} == {"writer a", "writer b"}
+    assert [r.seq for r in trail] == [1, 2, 3]

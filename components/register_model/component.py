@@ -23,7 +23,12 @@ def register_model(
 ) -> NamedTuple("Registered", version=str, champion=str):
     """Only runs on the gate's pass branch. Tags the new model version with the training
     runs, checkpoint hash, dataset digest, gate report, metrics and the published Triton
-    version, then moves the ``champion`` alias to it (mavin_ops/registry.py)."""
+    version, then moves the ``champion`` alias to it (mavin_ops/registry.py) if, and only if,
+    the champion is still the one the gate compared against (compare-and-set on the version
+    recorded in gate.json). Otherwise the release ends "not promoted: champion changed from
+    vN to vM since the gate ran", the alias untouched; a new release (or ``--resume``, whose
+    gate is never cached) gates against the new champion."""
+    import json
     from collections import namedtuple
     from pathlib import Path
 
@@ -31,17 +36,39 @@ def register_model(
 
     from mavin_ops import registry, settings, tracking
     from mavin_ops.data.manifest import sha256_file
+    from mavin_ops.safety import check_name
 
+    check_name(model_name, "model name")
+    out = namedtuple("Registered", ["version", "champion"])
     if not smoke_passed:
         raise RuntimeError(f"serving smoke test failed for Triton version {triton_version}; not registering")
-    with tracking.step_run(release_id, kfp_run_id, "register_model", {"model_name": model_name}):
+    gate_path = Path(gate_json.path)
+    gated_against = (json.loads(gate_path.read_text(encoding="utf-8")).get("champion") or {}).get("version")
+    gated_against = None if gated_against in (None, "") else str(gated_against)
+
+    def not_promoted(current: str | None, version: str | None) -> None:
+        reason = f"champion changed from v{gated_against or '-'} to v{current or '-'} since the gate ran"
+        c = tracking.client()
+        parent = tracking.parent_run(release_id, kfp_run_id)
+        c.set_tag(parent, "mavin.verdict", "not promoted")
+        c.set_tag(parent, "mavin.verdict_reason", f"{reason}; run a new release (or --resume) to gate against v{current or '-'}")
+        mlflow.set_tags({"mavin.verdict": "not promoted", "mavin.verdict_reason": reason})
+        if version is not None:
+            # Its gate is stale: a manual `mavin-ops promote` must not move the alias to it either.
+            registry.mark_stale(model_name, version, reason)
+        print(f"not promoted: {reason}")
+
+    with tracking.step_run(release_id, kfp_run_id, "register_model", {"model_name": model_name, "gated_against": gated_against or "-"}):
+        current = registry.champion_version(model_name)
+        if current != gated_against:
+            not_promoted(current, None)
+            return out("", current or "")
         c = tracking.client()
         parent = c.get_run(tracking.parent_run(release_id, kfp_run_id))
         trains = c.search_runs(
             [parent.info.experiment_id],
             filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`mavin.step` LIKE 'train%' and attributes.status = 'FINISHED'",
         )
-        gate_path = Path(gate_json.path)
         marker = Path(checkpoint.path) / "MANIFEST.json"
         tags = {
             "mavin.gate": "pass",
@@ -58,11 +85,17 @@ def register_model(
             "mavin.triton_uri": triton_uri,
         }
         version = registry.register_version(model_name, str(Path(checkpoint.path).resolve()), tags=tags)
-        record = registry.promote(model_name, version, reason=f"release {tags['mavin.release_id']} passed the gate")
+        try:
+            record = registry.promote(
+                model_name, version, reason=f"release {tags['mavin.release_id']} passed the gate", expected_champion=gated_against
+            )
+        except registry.PromotionConflict:
+            current = registry.champion_version(model_name)
+            not_promoted(current, version)
+            return out(version, current or "")
         mlflow.set_tags({"mavin.model_version": version, "mavin.promoted": record.line()})
         c.set_tag(parent.info.run_id, "mavin.model_version", f"{model_name}/{version}")
         c.set_tag(parent.info.run_id, "mavin.verdict", "promoted")
-    out = namedtuple("Registered", ["version", "champion"])
     return out(version, registry.champion_version(model_name) or "")
 
 
