@@ -23,10 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
+
+from mavin_ops.fsutil import fsync_dir
 
 __all__ = [
     "MANIFEST",
@@ -85,14 +88,18 @@ def read_manifest(root: str | os.PathLike) -> Iterator[ManifestLine]:
 @contextmanager
 def atomic_writer(root: str | os.PathLike, name: str = MANIFEST, mode: str = "w") -> Iterator[IO[Any]]:
     """Open ``<root>/<name>`` for writing through a temporary file that is flushed, fsynced
-    and renamed onto the name when the block ends, and removed if it raises: readers see the
-    old file or the new one, never half of one. ``mode`` is ``"w"`` (UTF-8 text) or ``"wb"``."""
+    and renamed onto the name when the block ends, then the folder is fsynced; readers see
+    the old file or the new one, never half of one. On any error (in the block, the fsync or
+    the rename) the temporary file is removed and the old file is left as it was. The
+    temporary name is unique (pid + random), so two writers in one process never share it.
+    ``mode`` is ``"w"`` (UTF-8 text) or ``"wb"``. The one atomic file write of the project
+    (:func:`mavin_ops.evaluation.results.write_json` uses it)."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_writer mode must be 'w' or 'wb', got {mode!r}")
     path = Path(root) / name
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     try:
-        with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
+        with open(tmp, "x" if mode == "w" else "xb", **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -100,6 +107,7 @@ def atomic_writer(root: str | os.PathLike, name: str = MANIFEST, mode: str = "w"
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def write_manifest(root: str | os.PathLike, rows: Iterable[dict[str, Any]], name: str = MANIFEST) -> Path:

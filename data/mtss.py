@@ -20,17 +20,25 @@ A script is JSON with four streams::
                 "line": "hello", "description": "calm"}],
      "global": {"scene_description": "...", "global_style": "...", "global_audio": "..."}}
 
-Times are seconds; a time range is half-open ``[start, end)``. Parsing (:func:`parse_script`)
-raises :class:`ScriptError` on the first structural problem; grounding
-(:func:`grounding_issues`) returns every relational problem so a validator can quarantine a
-clip with all its reasons at once.
+Times are seconds; a time range is half-open ``[start, end)``. A field the contract does not
+define (a typo such as ``camra``) is refused with its path and the nearest known name.
+
+One implementation, two ways to call it: :func:`parse_issues` (structure) and
+:func:`script_issues` (structure, then grounding) return *every* located problem, so a
+validator can quarantine a clip with all its reasons at once and ``mavin-ops script check``
+can print them all; :func:`parse_script` and :func:`check_script` raise :class:`ScriptError`
+with those same issues. :func:`read_script_file` decodes a script file (JSON, or YAML for
+``.yaml`` / ``.yml``) and :func:`file_issues` checks a script file or a ``manifest.jsonl``.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 __all__ = [
     "CATEGORIES",
@@ -50,9 +58,13 @@ __all__ = [
     "TimeRange",
     "check_script",
     "compile_caption",
+    "file_issues",
     "grounding_issues",
     "load_script",
+    "parse_issues",
     "parse_script",
+    "read_script_file",
+    "script_issues",
     "union_spans",
 ]
 
@@ -60,6 +72,19 @@ CATEGORIES = ("person", "object", "animal", "scene")
 EVENT_TYPES = ("dialogue", "sfx", "music")
 #: Two times closer than this are equal (scripts carry decisecond or frame-rate times).
 TIME_EPS = 1e-6
+
+#: The fields each object of a script may carry; any other key is refused (rule ``unknown-key``).
+SCRIPT_FIELDS = ("clip_id", "duration", "reference", "shot", "event", "global")
+ENTITY_FIELDS = ("id", "category", "semantic_description", "appearance_anchor", "voice", "reference_image",
+                 "reference_audio", "timestamp")
+ANCHOR_FIELDS = ("detail_description", "clothing", "accessories", "hairstyle")
+SHOT_FIELDS = ("id", "time_range", "visual_description", "camera", "references_in_shot", "active_events")
+EVENT_FIELDS = ("id", "type", "time_range", "description", "speaker", "line")
+GLOBAL_FIELDS = ("scene_description", "global_style", "global_audio")
+_FIELD_SETS = {names: frozenset(names) for names in (SCRIPT_FIELDS, ENTITY_FIELDS, ANCHOR_FIELDS, SHOT_FIELDS,
+                                                     EVENT_FIELDS, GLOBAL_FIELDS)}
+#: Structural rules that leave the parsed script intact (grounding can still run on it).
+_LOSSLESS_RULES = frozenset({"unknown-key"})
 
 
 # --------------------------------------------------------------------------- errors
@@ -277,6 +302,18 @@ class _Parser:
     def fail(self, stream: str, fld: str, rule: str, message: str) -> None:
         self.issues.append(Issue(self.clip_id, stream, fld, rule, message))
 
+    def known(self, obj: dict, names: tuple[str, ...], stream: str, where: str) -> None:
+        """Refuse every key of ``obj`` outside ``names``, suggesting the nearest known one."""
+        if obj.keys() <= _FIELD_SETS[names]:  # the common case: one set comparison
+            return
+        for key in obj:
+            if key in _FIELD_SETS[names]:
+                continue
+            name = key if isinstance(key, str) else repr(key)
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"remove it (known fields: {', '.join(names)})"
+            self.fail(stream, f"{where}.{name}" if where else name, "unknown-key", f"unknown field '{name}'; {hint}")
+
     def text(self, obj: dict, key: str, stream: str, where: str, required: bool = True) -> str | None:
         value = obj.get(key)
         if value.__class__ is str:  # the common case first: validation parses millions of these
@@ -339,6 +376,7 @@ class _Parser:
 
     def entity(self, d: dict) -> Entity:
         where = f"reference[{d['id']}]"
+        self.known(d, ENTITY_FIELDS, "reference", where)
         category = self.text(d, "category", "reference", where)
         if category and category not in CATEGORIES:
             self.fail("reference", f"{where}.category", "enum", f"'{category}' is not one of {', '.join(CATEGORIES)}")
@@ -347,6 +385,7 @@ class _Parser:
             self.fail("reference", f"{where}.appearance_anchor", "required", "missing; add an object with detail_description")
             anchor_raw = {}
         aw = f"{where}.appearance_anchor"
+        self.known(anchor_raw, ANCHOR_FIELDS, "reference", aw)
         anchor = AppearanceAnchor(
             detail_description=self.text(anchor_raw, "detail_description", "reference", aw) or "",
             clothing=self.text(anchor_raw, "clothing", "reference", aw, required=False),
@@ -366,6 +405,7 @@ class _Parser:
 
     def shot(self, d: dict) -> Shot | None:
         where = f"shot[{d['id']}]"
+        self.known(d, SHOT_FIELDS, "shot", where)
         tr = self.time_range(d, "time_range", "shot", where)
         shot = Shot(
             id=d["id"],
@@ -379,6 +419,7 @@ class _Parser:
 
     def event(self, d: dict) -> Event | None:
         where = f"event[{d['id']}]"
+        self.known(d, EVENT_FIELDS, "event", where)
         etype = self.text(d, "type", "event", where)
         if etype and etype not in EVENT_TYPES:
             self.fail("event", f"{where}.type", "enum", f"'{etype}' is not one of {', '.join(EVENT_TYPES)}")
@@ -394,14 +435,18 @@ class _Parser:
         return ev if tr is not None else None
 
 
-def parse_script(data: Any, clip_id: str | None = None) -> Script:
-    """Build a :class:`Script` from decoded JSON. Raises :class:`ScriptError` naming every
-    structural problem (missing field, wrong type, unknown enum value, reversed time range)."""
+def parse_issues(data: Any, clip_id: str | None = None) -> tuple[Script | None, list[Issue]]:
+    """Every structural problem of decoded JSON (missing field, wrong type, unknown field,
+    unknown enum value, reversed time range), located, and the :class:`Script` when the
+    structure is usable: ``None`` when a problem lost data (grounding it would report
+    follow-on noise), the script itself when the only problems are unknown fields.
+    ``clip_id`` names the clip in the issues (default: the script's own ``clip_id``)."""
     cid = clip_id or (data.get("clip_id") if isinstance(data, dict) else None) or "?"
     p = _Parser(str(cid))
     if not isinstance(data, dict):
         p.fail("script", "script", "type", f"expected a JSON object, got {type(data).__name__}")
-        raise ScriptError(p.issues)
+        return None, p.issues
+    p.known(data, SCRIPT_FIELDS, "script", "")
     if not isinstance(data.get("clip_id"), str) or not data["clip_id"]:
         p.fail("script", "clip_id", "required", "missing; add a non-empty string clip_id")
     duration = data.get("duration")
@@ -415,26 +460,132 @@ def parse_script(data: Any, clip_id: str | None = None) -> Script:
     if not isinstance(g, dict):
         p.fail("global", "global", "required", "missing stream 'global'; add an object with scene_description")
         g = {}
+    p.known(g, GLOBAL_FIELDS, "global", "global")
     global_ = GlobalStream(
         scene_description=p.text(g, "scene_description", "global", "global") or "",
         global_style=p.text(g, "global_style", "global", "global", required=False) or "",
         global_audio=p.text(g, "global_audio", "global", "global", required=False) or "",
     )
-    if p.issues:
-        raise ScriptError(p.issues)
-    return Script(p.clip_id, float(duration), reference, shots, events, global_)
+    if any(i.rule not in _LOSSLESS_RULES for i in p.issues):
+        return None, p.issues
+    return Script(p.clip_id, float(duration), reference, shots, events, global_), p.issues
+
+
+def script_issues(
+    data: Any, clip_id: str | None = None, max_customized_roles: int | None = 3
+) -> tuple[Script | None, list[Issue]]:
+    """Every problem of a script, structural then relational (:func:`parse_issues`, then
+    :func:`grounding_issues` whenever the structure is usable), and the parsed script
+    (``None`` when its structure is not usable). What validation, ``generate`` and
+    ``mavin-ops script check`` apply: the one implementation of the contract."""
+    script, issues = parse_issues(data, clip_id)
+    if script is not None:
+        issues = issues + grounding_issues(script, max_customized_roles)
+    return script, issues
+
+
+def parse_script(data: Any, clip_id: str | None = None) -> Script:
+    """Build a :class:`Script` from decoded JSON. Raises :class:`ScriptError` naming every
+    structural problem :func:`parse_issues` finds."""
+    script, issues = parse_issues(data, clip_id)
+    if issues or script is None:
+        raise ScriptError(issues)
+    return script
+
+
+def read_script_file(path: str | os.PathLike) -> Any:
+    """Decode one script file: YAML for ``.yaml`` / ``.yml``, JSON otherwise. Raises
+    :class:`ScriptError` (rule ``json`` or ``yaml``) naming the file and the position when
+    the text does not decode; ``FileNotFoundError`` / ``IsADirectoryError`` as ``open``."""
+    path = str(path)
+    is_yaml = path.lower().endswith((".yaml", ".yml"))
+    kind = "YAML" if is_yaml else "JSON"
+
+    def bad(message: str) -> ScriptError:
+        return ScriptError([Issue("?", "script", path, kind.lower(), f"not valid {kind}: {message}")])
+
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad(f"byte {exc.start} is not UTF-8 text") from None
+    if not is_yaml:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScriptError(
+                [Issue("?", "script", path, "json", f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]
+            ) from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScriptError([Issue("?", "script", path, "yaml", f"not valid YAML{where}: {problem}")]) from None
 
 
 def load_script(path: str) -> Script:
-    """Read a script file; errors name the file."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ScriptError(
-            [Issue("?", "script", path, "json", f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]
-        ) from None
-    return parse_script(data)
+    """Read a script file (JSON, or YAML for .yaml / .yml); errors name the file."""
+    return parse_script(read_script_file(path))
+
+
+#: The manifest a dataset folder holds (data/manifest.py ``MANIFEST``).
+_MANIFEST_NAME = "manifest.jsonl"
+
+
+def file_issues(path: str | os.PathLike, max_customized_roles: int | None = 3) -> Iterator[Issue]:
+    """Every problem of the scripts in one file, as :func:`script_issues` finds them.
+
+    ``path`` is one script (JSON, or YAML for ``.yaml`` / ``.yml``), a ``*.jsonl`` manifest
+    (one clip a line; its ``script`` field is checked and its ``id`` names the clip), or a
+    dataset folder holding ``manifest.jsonl``. A manifest line that is not a JSON object
+    with a ``script`` object is an issue of that line (rule ``manifest-line`` / ``script-object``).
+
+    Raises, before yielding anything, ``FileNotFoundError`` when ``path`` does not exist or
+    is a folder without a manifest, and :class:`ScriptError` (rule ``json`` / ``yaml``) when
+    a single-script file does not decode: mistakes about *which* file, not about a script.
+    """
+    p = Path(path)
+    if p.is_dir():
+        if not (p / _MANIFEST_NAME).is_file():
+            raise FileNotFoundError(f"{p} is a folder without {_MANIFEST_NAME}; pass a script file, a manifest or a dataset folder")
+        p = p / _MANIFEST_NAME
+    elif not p.exists():
+        raise FileNotFoundError(f"{p} does not exist; pass an MTSS script (JSON or YAML), a manifest.jsonl or a dataset folder")
+    if p.suffix.lower() != ".jsonl":
+        data = read_script_file(p)
+        yield from script_issues(data, max_customized_roles=max_customized_roles)[1]
+        return
+    yield from _manifest_issues(p, max_customized_roles)
+
+
+def _manifest_issues(path: Path, max_customized_roles: int | None) -> Iterator[Issue]:
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            where = f"? ({path.name} line {lineno})"
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                what = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"is not valid JSON ({exc.msg})"
+                yield Issue(where, "manifest", "line", "manifest-line", f"the line {what}; write one JSON object a line")
+                continue
+            if not isinstance(row, dict):
+                yield Issue(where, "manifest", "line", "manifest-line", f"expected a JSON object, got {type(row).__name__}")
+                continue
+            rid = row.get("id")
+            label = rid if isinstance(rid, str) and rid else where
+            script = row.get("script")
+            if not isinstance(script, dict):
+                got = "no 'script' field" if script is None else f"a {type(script).__name__}"
+                yield Issue(label, "manifest", "script", "script-object", f"the row has {got}; add the clip's MTSS script object")
+                continue
+            yield from script_issues(script, clip_id=label, max_customized_roles=max_customized_roles)[1]
 
 
 # --------------------------------------------------------------------------- grounding
@@ -443,8 +594,10 @@ def load_script(path: str) -> Script:
 def grounding_issues(script: Script, max_customized_roles: int | None = 3) -> list[Issue]:
     """Every relational-grounding problem of a parsed script (MTSS section 3): unique ids,
     cited ids declared, speakers are persons, dialogue has a speaker and a line, shots
-    ordered, contiguous and covering the clip, events inside the clip, events cited by a
-    shot overlap it, and at most ``max_customized_roles`` customized roles."""
+    ordered, contiguous and covering the clip, events inside the clip, every event cited by
+    at least one shot (the compiler places an event in the captions of the shots citing it:
+    an uncited event would vanish from the caption), events cited by a shot overlap it, and
+    at most ``max_customized_roles`` customized roles."""
     cid = script.clip_id
     out: list[Issue] = []
     add = out.append
@@ -492,9 +645,14 @@ def grounding_issues(script: Script, max_customized_roles: int | None = 3) -> li
     if script.shot and abs(prev_end - T) > TIME_EPS and prev_end < T:
         add(Issue(cid, "shot", f"shot[{script.shot[-1].id}].time_range", "shots-cover", f"last shot ends at {prev_end} s but the clip lasts {T} s"))
 
-    # Events: inside the clip; dialogue has a person speaker and a line.
+    # Events: cited by a shot, inside the clip; dialogue has a person speaker and a line.
+    cited = {eid for s in script.shot for eid in s.active_events}
     for ev in script.event:
         where = f"event[{ev.id}]"
+        if ev.id not in cited:
+            overlapping = [s.id for s in script.shot if s.time_range.overlaps(ev.time_range)]
+            fix = f"add '{ev.id}' to active_events of shot {', '.join(overlapping)}" if overlapping else "cite it in the shot it happens in"
+            add(Issue(cid, "event", f"{where}.id", "event-cited-by-shot", f"no shot cites event '{ev.id}' in active_events, so the caption would drop it; {fix} or remove the event"))
         if ev.time_range.start < -TIME_EPS or ev.time_range.end > T + TIME_EPS:
             add(Issue(cid, "event", f"{where}.time_range", "inside-clip", f"{ev.time_range.to_json()} is outside the clip [0, {T}]"))
         if ev.speaker is not None and ev.speaker not in entities:

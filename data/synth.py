@@ -81,6 +81,7 @@ __all__ = [
     "PALETTE",
     "PITCHES",
     "PRESETS",
+    "PresetError",
     "SFX_RMS",
     "SPEECH_RMS",
     "SynthConfig",
@@ -144,6 +145,10 @@ class SynthConfig:
             raise ValueError(f"preset {self.name}: needs at least one train clip, one eval clip and one clip per source")
 
 
+class PresetError(ValueError):
+    """An unknown dataset preset name (a user's mistake)."""
+
+
 PRESETS: dict[str, SynthConfig] = {
     # Unit tests: 6 clips from 3 sources, seconds to make.
     "debug": SynthConfig(
@@ -161,7 +166,7 @@ def get_preset(preset: str | SynthConfig) -> SynthConfig:
     try:
         return PRESETS[preset]
     except KeyError:
-        raise ValueError(f"unknown MAVINSet-mini preset '{preset}'; choose one of {', '.join(PRESETS)}") from None
+        raise PresetError(f"unknown MAVINSet-mini preset '{preset}'; choose one of {', '.join(PRESETS)}") from None
 
 
 # --------------------------------------------------------------------------- palette

@@ -13,12 +13,23 @@ plus ``validation.json`` (counts, quarantined share, threshold, per-rule counts,
 a Data Docs site (Great Expectations' HTML for the suite run, and ``summary.html``). The step
 fails when the quarantined share passes ``max_quarantine_share``.
 
+**Quarantine is enforced by the hand-off**: with ``validated_dir`` (the release pipeline's
+validate_data step, the DVC ``validate`` stage) a run that passes also writes the *validated
+dataset*: a dataset folder whose ``manifest.jsonl`` holds only the valid rows, with their
+media (hard links where possible) and ``validated.json``, the record of what was left out
+(quarantined ids and count, and the sha256 of the manifest it wrote). Every later step
+(latent precompute, training, benchmark sampling, evaluation) reads that folder through
+:func:`read_clips`, the one loader they share, which refuses a validated dataset whose
+manifest no longer is the one validation wrote; :func:`quarantine_record` gives the
+quarantined ids for the lineage of the runs that read it.
+
 How it works, and why it is fast (see BENCHMARKS.md, "Manifest validation"):
 
 1. **Scan**, in parallel over newline-aligned byte ranges of the manifest (one process per
    core): decode each line (orjson when present; anything it refuses goes through
    :func:`manifest.decode_line`, the rule :func:`manifest.read_manifest` uses), run the
-   per-row relational checks (:func:`mtss.parse_script` + :func:`mtss.grounding_issues`,
+   per-row relational checks (:func:`mtss.script_issues`: structure, unknown fields and
+   grounding, the one implementation ``generate`` and ``mavin-ops script check`` use;
    script clip id and duration against the row, media paths inside the root and listed in
    ``sha256``; with ``check_media`` each file's existence and sha256) and emit one flat
    table row of the raw field values and a few derived numbers. Decoded rows are dropped at
@@ -71,14 +82,20 @@ __all__ = [
     "QUARANTINE",
     "SUITE_NAME",
     "SUMMARY",
+    "VALIDATED_RECORD",
     "VALID_MANIFEST",
+    "DatasetError",
+    "QuarantineRecord",
     "ValidationFailed",
     "ValidationLimits",
     "ValidationReport",
     "add_arguments",
     "main",
+    "quarantine_record",
+    "read_clips",
     "run_cli",
     "validate_dataset",
+    "write_validated_dataset",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +104,8 @@ VALID_MANIFEST = "manifest.valid.jsonl"
 QUARANTINE = "quarantine.jsonl"
 SUMMARY = "validation.json"
 SUMMARY_PAGE = "summary.html"
+#: In a validated dataset folder: what validation left out and which manifest it wrote.
+VALIDATED_RECORD = "validated.json"
 #: Great Expectations names: the suite, and the Data Docs site (``local_site`` is taken in an
 #: ephemeral context).
 SUITE_NAME = "mavin_manifest"
@@ -355,12 +374,9 @@ def _check_row(row: dict[str, Any], lineno: int, cfg: _ScanConfig) -> tuple[tupl
     if isinstance(script, dict):
         shots = script.get("shot")
         n_shots = len(shots) if isinstance(shots, list) else None
-        try:
-            parsed = mtss.parse_script(script, clip_id=label)
-        except mtss.ScriptError as exc:
-            take(exc.issues)
-        else:
-            take(mtss.grounding_issues(parsed, cfg.max_customized_roles))
+        parsed, script_problems = mtss.script_issues(script, clip_id=label, max_customized_roles=cfg.max_customized_roles)
+        take(script_problems)
+        if parsed is not None:
             rid = get("id")
             if isinstance(rid, str) and script.get("clip_id") != rid:
                 add("script", "script.clip_id", "clip-id", f"'{script.get('clip_id')}' differs from the row id '{rid}'; make them equal")
@@ -880,6 +896,7 @@ def validate_dataset(
     raise_on_fail: bool = False,
     workers: int | None = None,
     chunk_bytes: int = 8 << 20,
+    validated_dir: str | os.PathLike | None = None,
 ) -> ValidationReport:
     """Validate the dataset version at ``root`` and write the results to ``out_dir``.
 
@@ -898,6 +915,9 @@ def validate_dataset(
             run fails.
         workers: processes for the scan (default: one per core for large manifests).
         chunk_bytes: size of the manifest byte ranges the scan hands out.
+        validated_dir: when the run passes, write the validated dataset there (only the valid
+            rows and their media, see :func:`write_validated_dataset`): what every later
+            step reads. Must be outside ``root``. Not written when the run fails.
     """
     t_start = time.perf_counter()
     root = Path(root)
@@ -916,7 +936,10 @@ def validate_dataset(
         out_dir = settings.home() / "validation" / root.resolve().name
     out = Path(out_dir)
     docs = Path(docs_dir) if docs_dir is not None else out / "data_docs"
-    for name, p in (("out_dir", out), ("docs_dir", docs)):
+    targets = [("out_dir", out), ("docs_dir", docs)]
+    if validated_dir is not None:
+        targets.append(("validated_dir", Path(validated_dir)))
+    for name, p in targets:
         if _inside(p, root):
             raise ValueError(f"{name} {p} is inside the dataset root {root}; choose a folder outside it so the dataset stays unchanged")
     out.mkdir(parents=True, exist_ok=True)
@@ -1035,9 +1058,161 @@ def validate_dataset(
         seconds=summary["seconds"],
     )
     log.info(report.describe())
+    if validated_dir is not None and passed:
+        write_validated_dataset(report, validated_dir)
     if raise_on_fail and not passed:
         raise ValidationFailed(report)
     return report
+
+
+# --------------------------------------------------------------------------- the validated dataset
+
+
+class DatasetError(ValueError):
+    """A dataset folder cannot be read as clips: the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    """What validation left out of a validated dataset: for the lineage of the runs reading it."""
+
+    count: int  # quarantined lines (a line that is not JSON has no id but counts)
+    ids: tuple[str, ...]  # clip ids of the quarantined rows, in manifest order
+    source: str  # the dataset folder that was validated
+    source_manifest_sha256: str
+
+    def ids_text(self, limit: int = 4000) -> str:
+        """The ids comma-separated, cut to ``limit`` characters (an MLflow tag holds 5000)."""
+        text = ",".join(self.ids)
+        if len(text) <= limit:
+            return text
+        cut = text[:limit].rsplit(",", 1)[0]
+        return f"{cut},...(+{len(self.ids) - cut.count(',') - 1} more; see {QUARANTINE})"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed: copy
+        import shutil
+
+        shutil.copyfile(src, dst)
+
+
+def write_validated_dataset(report: ValidationReport, dest: str | os.PathLike) -> Path:
+    """Write the validated dataset of ``report`` to ``dest``: ``manifest.jsonl`` = the valid
+    rows byte for byte, the media those rows cite (hard links where possible, else copies),
+    the source's other top-level files (``mavinset.json``), the quarantine reasons
+    (``quarantine.jsonl``) and :data:`VALIDATED_RECORD`. Built in a sibling folder and renamed
+    into place, so a reader never sees half of it. Returns ``dest``."""
+    import shutil
+
+    from mavin_ops.safety import safe_join
+
+    root = Path(report.root)
+    dest = Path(dest)
+    if _inside(dest, root):
+        raise ValueError(f"validated_dir {dest} is inside the dataset root {root}; choose a folder outside it so the dataset stays unchanged")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        shutil.copyfile(report.valid_manifest, tmp / _manifest.MANIFEST)
+        shutil.copyfile(report.quarantine, tmp / QUARANTINE)
+        for item in root.iterdir():  # dataset metadata such as mavinset.json
+            if item.is_file() and not item.is_symlink() and item.name not in (_manifest.MANIFEST, QUARANTINE, VALIDATED_RECORD):
+                shutil.copyfile(item, tmp / item.name)
+        for line in _manifest.read_manifest(tmp):
+            row = line.row or {}
+            sha = row.get("sha256") if isinstance(row.get("sha256"), dict) else {}
+            for rel in dict.fromkeys([*_manifest.media_paths(row), *sha]):
+                src = _manifest.resolve_media(root, rel)  # the media path rule; valid rows pass it
+                dst = safe_join(tmp, rel, f"media path of clip {row.get('id')}")
+                if src.is_file() and not dst.exists():
+                    _link_or_copy(src, dst)
+        ids: list[str] = []
+        with open(report.quarantine, encoding="utf-8") as fh:
+            for text in fh:
+                if text.strip():
+                    rid = json.loads(text).get("id")
+                    if isinstance(rid, str):
+                        ids.append(rid)
+        record = {
+            "source": str(root.resolve()),
+            "source_manifest_sha256": report.manifest_sha256,
+            "manifest_sha256": _manifest.sha256_file(tmp / _manifest.MANIFEST),
+            "rows": report.rows,
+            "valid": report.valid,
+            "quarantined": report.quarantined,
+            "quarantined_ids": ids,
+            "max_quarantine_share": report.max_quarantine_share,
+        }
+        _write_json(tmp / VALIDATED_RECORD, record)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _record(root: Path) -> dict[str, Any] | None:
+    path = root / VALIDATED_RECORD
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("manifest_sha256"), str) or not isinstance(data.get("quarantined_ids"), list):
+        raise DatasetError(f"{path} is not a validation record; validate the source dataset again")
+    return data
+
+
+def quarantine_record(root: str | os.PathLike) -> QuarantineRecord | None:
+    """What validation left out of the validated dataset at ``root``; None for a folder that
+    did not come out of validation."""
+    data = _record(Path(root))
+    if data is None:
+        return None
+    return QuarantineRecord(
+        count=int(data.get("quarantined", len(data["quarantined_ids"]))),
+        ids=tuple(str(i) for i in data["quarantined_ids"]),
+        source=str(data.get("source", "")),
+        source_manifest_sha256=str(data.get("source_manifest_sha256", "")),
+    )
+
+
+def read_clips(root: str | os.PathLike, *, split: str | None = None, what: str = "dataset") -> list[dict[str, Any]]:
+    """The rows of ``<root>/manifest.jsonl`` (of ``split`` when given), in file order: the one
+    loader of every step after validation (latent precompute, training, benchmark sampling,
+    evaluation).
+
+    In a validated dataset (one holding :data:`VALIDATED_RECORD`) the manifest must be the
+    exact one validation wrote, so no quarantined clip can be read: a manifest swapped or
+    edited afterwards (the full source manifest copied back, say) is refused. A line that is
+    not a JSON object is refused too. Raises :class:`DatasetError` with a one-line message."""
+    root = Path(root)
+    path = root / _manifest.MANIFEST
+    if not path.is_file():
+        raise DatasetError(f"{path}: no manifest; the {what} directory must be in the dataset layout (manifest.jsonl + media)")
+    record = _record(root)
+    if record is not None and _manifest.sha256_file(path) != record["manifest_sha256"]:
+        raise DatasetError(
+            f"{path} is not the manifest validation wrote (see {root / VALIDATED_RECORD}): it may hold quarantined clips; "
+            "validate the source dataset again and read the validated output"
+        )
+    rows: list[dict[str, Any]] = []
+    for line in _manifest.read_manifest(root):
+        if line.row is None:
+            raise DatasetError(f"{path}:{line.lineno}: {line.error}; validate the {what} and read the validated output")
+        if split is None or line.row.get("split") == split:
+            rows.append(line.row)
+    return rows
 
 
 # --------------------------------------------------------------------------- command line
@@ -1049,6 +1224,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("root", help="dataset folder holding manifest.jsonl (left unchanged)")
     parser.add_argument("--out", dest="out_dir", default=None, help="output folder (default $MAVIN_HOME/validation/<name>)")
     parser.add_argument("--docs", dest="docs_dir", default=None, help="Data Docs folder (default <out>/data_docs)")
+    parser.add_argument("--validated", dest="validated_dir", default=None, help="when it passes, write the validated dataset (valid rows + their media) here")
     parser.add_argument("--max-quarantine-share", type=float, default=0.05, help="fail above this share of quarantined rows (default 0.05)")
     parser.add_argument("--max-customized-roles", type=int, default=3, help="most customized roles per clip (default 3)")
     parser.add_argument("--min-duration", type=float, default=d.min_duration_s, help=f"seconds (default {d.min_duration_s})")
@@ -1086,6 +1262,7 @@ def run_cli(args: argparse.Namespace) -> int:
             out_dir=args.out_dir,
             build_docs=args.build_docs,
             workers=args.workers,
+            validated_dir=getattr(args, "validated_dir", None),
         )
     except (FileNotFoundError, ValueError) as exc:
         print(f"mavin-ops data validate: {exc}", file=sys.stderr)

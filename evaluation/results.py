@@ -68,12 +68,15 @@ def decode_nonfinite(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
-    """Write strict JSON atomically (temporary file, then rename)."""
+    """Write strict JSON atomically through :func:`mavin_ops.data.manifest.atomic_writer`
+    (unique temporary file, fsync, rename, folder fsync; nothing left behind on error)."""
+    from mavin_ops.data.manifest import atomic_writer
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(encode_nonfinite(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(encode_nonfinite(data), indent=2, allow_nan=False) + "\n"  # fails before any file is opened
+    with atomic_writer(path.parent, path.name) as fh:
+        fh.write(text)
     return path
 
 

@@ -402,17 +402,14 @@ class _Clip:
 
 
 def _manifest_rows(root: Path, what: str) -> list[dict[str, Any]]:
-    from mavin_ops.data.manifest import MANIFEST, read_manifest
+    """Every row of the manifest through the loader the steps after validation share
+    (data/validate.py ``read_clips``): of a validated benchmark, only the validated clips."""
+    from mavin_ops.data.validate import DatasetError, read_clips
 
-    path = root / MANIFEST
-    if not path.is_file():
-        raise EvaluationError(f"{path}: no manifest; the {what} directory must be in the dataset layout (manifest.jsonl + media)")
-    rows = []
-    for line in read_manifest(root):
-        if line.row is None:
-            raise EvaluationError(f"{path}:{line.lineno}: {line.error}; fix or regenerate the {what} manifest")
-        rows.append(line.row)
-    return rows
+    try:
+        return read_clips(root, what=what)
+    except DatasetError as exc:
+        raise EvaluationError(f"{exc}") from None
 
 
 def _benchmark_id(root: Path, split: str, digest: str) -> str:

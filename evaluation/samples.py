@@ -41,7 +41,11 @@ def generate_benchmark(
 
     bench = Path(benchmark_root)
     out = Path(out_dir)
-    rows = [line.row for line in manifest.read_manifest(bench) if line.row and line.row.get("split") == split]
+    from mavin_ops.data.validate import read_clips
+
+    # the loader shared by every step after validation: of a validated benchmark, only the
+    # clips validation kept (a quarantined clip is never generated, so never scored)
+    rows = read_clips(bench, split=split, what="benchmark")
     rows.sort(key=lambda r: str(r.get("id")))  # the evaluator's order, so a limit picks the same clips
     if limit is not None:
         rows = rows[:limit]

@@ -3,6 +3,7 @@
     mavin-ops data generate --preset debug --out DIR     synthetic MAVINSet-mini
     mavin-ops data version DIR                           DVC-version a dataset directory
     mavin-ops data validate DIR                          Great Expectations + grounding checks
+    mavin-ops script check FILE...                       MTSS scripts on their own: every issue, one line each
     mavin-ops release                                    the release pipeline, locally
     mavin-ops release --resume RELEASE_ID                re-run a failed release; finished steps are reused
     mavin-ops train --stage STAGE --dataset DIR          one training stage (DeepSpeed)
@@ -86,6 +87,41 @@ def _data_validate(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+# --------------------------------------------------------------------------- script
+
+
+def _script_check(args: argparse.Namespace) -> int:
+    """Every issue of every script, one ``file: clip: path: [rule] message`` line each on
+    stdout; a count on stderr. Exit 0 when clean, 1 when some script has issues; a file that
+    is missing or does not decode is the user's mistake (exit 2, checked before any output)."""
+    import itertools
+
+    from mavin_ops.data import mtss
+
+    for name in args.files:
+        if not Path(name).exists():
+            raise UserError(f"{name} does not exist; pass MTSS script files (JSON or YAML), manifest.jsonl files or dataset folders")
+    checks = []
+    for name in args.files:
+        issues = mtss.file_issues(name, max_customized_roles=args.max_customized_roles)
+        try:
+            first = next(issues, None)  # a missing manifest or an undecodable script raises here
+        except mtss.ScriptError as exc:
+            raise UserError(f"{name}: {exc.issues[0].message}; pass an MTSS script (JSON or YAML) or a manifest.jsonl") from None
+        checks.append((name, first, issues))
+    total = bad_files = 0
+    for name, first, issues in checks:
+        count = 0
+        for issue in itertools.chain((first,), issues) if first is not None else ():
+            count += 1
+            print(f"{name}: {issue.clip_id}: {issue.field}: [{issue.rule}] {issue.message}")
+        total += count
+        bad_files += count > 0
+    n = len(args.files)
+    print(f"script check: {total} issue(s) in {bad_files} of {n} file(s)" if total else f"script check: {n} file(s), no issues", file=sys.stderr)
+    return 1 if total else 0
+
+
 # --------------------------------------------------------------------------- release
 
 
@@ -121,6 +157,8 @@ def _release(args: argparse.Namespace) -> int:
         resume=args.resume,
         echo=print,
     )
+    if result.interrupted:
+        return 128 + result.interrupted  # 130 for Ctrl-C, 143 for SIGTERM, as the shell reports it
     if result.succeeded and result.tags.get("mavin.verdict") == "promoted":
         from mavin_ops import lineage
 
@@ -234,11 +272,22 @@ def _champion_triton_version(model: str) -> int | None:
     return int(tag) if tag else None
 
 
+def _role_files(pairs: list[str], flag: str, kind: str) -> dict[str, str]:
+    """``ROLE=FILE`` options as {role: file}; a malformed one is the user's mistake."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        role, sep, path = pair.partition("=")
+        if not sep or not role or not path:
+            raise UserError(f"{flag} '{pair}' must look like ROLE={kind}, e.g. {flag} R1=ref.{kind.lower()}")
+        out[role] = path
+    return out
+
+
 def _generate(args: argparse.Namespace) -> int:
     from mavin_ops.serving.client import generate
 
-    images = dict(pair.split("=", 1) for pair in args.image)
-    voices = dict(pair.split("=", 1) for pair in args.voice)
+    images = _role_files(args.image, "--image", "PNG")
+    voices = _role_files(args.voice, "--voice", "WAV")
     result = generate(
         args.script, args.out, url=args.url, protocol=args.protocol, images=images or None, voices=voices or None,
         seed=args.seed, steps=args.steps,
@@ -369,8 +418,42 @@ def _schedule(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _name(what: str) -> Callable[[str], str]:
+    """An argparse type for a name that becomes a path (mavin_ops/safety.py decides)."""
+
+    def check(value: str) -> str:
+        from mavin_ops.safety import UnsafeName, check_name
+
+        try:
+            return check_name(value, what)
+        except UnsafeName as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    check.__name__ = what  # argparse names the type in its message
+    return check
+
+
+def _url(value: str) -> str:
+    """An argparse type for a URL option: credentials never go in it."""
+    from mavin_ops.safety import UnsafeURL, check_url
+
+    try:
+        return check_url(value, "the URL")
+    except UnsafeURL as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors (exit 2), sub-commands included."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        from mavin_ops.safety import redact
+
+        self.exit(2, f"mavin-ops: error: {self.prog.removeprefix('mavin-ops ')}: {redact(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mavin-ops",
         description="Train, evaluate, gate and release multi-shot audio-visual generation models.",
         epilog="Local state lives under $MAVIN_HOME (default ./.mavin); MLFLOW_TRACKING_URI is respected.",
@@ -390,10 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ver = dsub.add_parser("version", help="DVC-version a dataset directory in the data registry and push it")
     ver.add_argument("dataset", help="dataset directory (holds manifest.jsonl)")
-    ver.add_argument("--name", default="mavinset-mini", help="dataset name in the registry (default: mavinset-mini)")
+    ver.add_argument("--name", default="mavinset-mini", type=_name("dataset name"), help="dataset name in the registry (default: mavinset-mini)")
     ver.add_argument("--registry", default=None, help="data registry path (default: $MAVIN_HOME/data-registry)")
-    ver.add_argument("--remote", default=None, help="DVC remote: a directory or s3://bucket/prefix (default: $MAVIN_HOME/dvc-remote)")
-    ver.add_argument("--endpoint-url", default=None, help="S3 endpoint URL for an s3:// remote (credentials from the environment)")
+    ver.add_argument("--remote", default=None, type=_url, help="DVC remote: a directory or s3://bucket/prefix (default: $MAVIN_HOME/dvc-remote)")
+    ver.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// remote (credentials from the environment)")
     ver.add_argument("--no-push", action="store_true", help="commit the version but do not push to the remote")
     ver.set_defaults(func=_data_version)
 
@@ -405,17 +488,27 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--no-media", action="store_true", help="skip media existence and sha256 checks")
     val.set_defaults(func=_data_validate)
 
+    scr = sub.add_parser("script", help="check MTSS scene scripts on their own")
+    ssub = scr.add_subparsers(dest="script_command", metavar="ACTION", required=True)
+    chk = ssub.add_parser(
+        "check",
+        help="validate scripts with the parser and grounding rules of validation and generate; print every issue",
+    )
+    chk.add_argument("files", nargs="+", metavar="FILE", help="a script (JSON, or YAML for .yaml/.yml), a manifest.jsonl or a dataset folder")
+    chk.add_argument("--max-customized-roles", type=int, default=3, help="customized roles allowed per clip (default: 3)")
+    chk.set_defaults(func=_script_check)
+
     rel = sub.add_parser("release", help="run the release pipeline with the KFP local runner")
     rel.add_argument("--preset", default="tiny", help="dataset/model preset: debug | tiny (default: tiny)")
     rel.add_argument("--seed", type=int, default=0, help="data seed (default: 0)")
     rel.add_argument("--registry", default=None, help="data registry path (default: $MAVIN_HOME/data-registry)")
-    rel.add_argument("--remote", default=None, help="DVC remote (default: $MAVIN_HOME/dvc-remote)")
-    rel.add_argument("--endpoint-url", default=None, help="S3 endpoint URL for an s3:// remote")
+    rel.add_argument("--remote", default=None, type=_url, help="DVC remote (default: $MAVIN_HOME/dvc-remote)")
+    rel.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// remote")
     rel.add_argument("--max-quarantine-share", type=float, default=0.05, help="validation threshold (default: 0.05)")
     rel.add_argument("--train-steps", type=int, default=0, help="override every stage's step count (default: the recipe's)")
     rel.add_argument("--sample-steps", type=int, default=0, help="sampler steps for the benchmark clips (default: the model's)")
     rel.add_argument("--sample-limit", type=int, default=0, help="benchmark clips to generate (default: all)")
-    rel.add_argument("--model", default="mavin", help="registered model name (default: mavin)")
+    rel.add_argument("--model", default="mavin", type=_name("model name"), help="registered model name (default: mavin)")
     rel.add_argument("--policy", default=None, help="gate policy YAML (default: evaluation/gate_policy.yaml)")
     rel.add_argument(
         "--dataset-rev",
@@ -435,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RELEASE_ID",
         default=None,
+        type=_name("release id"),
         help="run a failed or interrupted release again under the same release id, with the options it was started "
         "with: the steps it finished are reused from the cache (not run again), the train step resumes from its "
         "working checkpoints, and its MLflow parent run is reopened and closed with the new final status",
@@ -445,10 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
         "smoke",
         help="serve the champion's published version on a real tritonserver, ask it for a clip with the generate client, stop it",
     )
-    sm.add_argument("--name", default="mavin", help="registered model / store name (default: mavin)")
+    sm.add_argument("--name", default="mavin", type=_name("model name"), help="registered model / store name (default: mavin)")
     sm.add_argument("--version", type=int, default=None, help="published version (default: the champion's)")
-    sm.add_argument("--store", default=None, help="model store (default: $MAVIN_HOME/model-store)")
-    sm.add_argument("--endpoint-url", default=None, help="S3 endpoint URL for an s3:// store")
+    sm.add_argument("--store", default=None, type=_url, help="model store (default: $MAVIN_HOME/model-store)")
+    sm.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// store")
     sm.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     sm.add_argument("--out", default="served-check", help="folder for the example script and the generated mp4 (default: served-check)")
     sm.set_defaults(func=_smoke)
@@ -471,17 +565,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     pub = sub.add_parser("publish", help="publish a built repository to the model store, atomically")
     pub.add_argument("repository", help="repository folder built by `mavin-ops export`")
-    pub.add_argument("--store", default=None, help="a folder or s3://bucket/prefix (default: $MAVIN_HOME/model-store)")
-    pub.add_argument("--name", default="mavin", help="model name in the store (default: mavin)")
-    pub.add_argument("--endpoint-url", default=None, help="S3 endpoint URL for an s3:// store")
+    pub.add_argument("--store", default=None, type=_url, help="a folder or s3://bucket/prefix (default: $MAVIN_HOME/model-store)")
+    pub.add_argument("--name", default="mavin", type=_name("model name"), help="model name in the store (default: mavin)")
+    pub.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// store")
     pub.set_defaults(func=_publish)
 
     srv = sub.add_parser("serve", help="serve a repository or a published version with the local tritonserver")
     srv.add_argument("--repository", default=None, help="a repository folder (default: fetch from --store)")
-    srv.add_argument("--store", default=None, help="model store (default: $MAVIN_HOME/model-store)")
-    srv.add_argument("--name", default="mavin", help="model name in the store (default: mavin)")
+    srv.add_argument("--store", default=None, type=_url, help="model store (default: $MAVIN_HOME/model-store)")
+    srv.add_argument("--name", default="mavin", type=_name("model name"), help="model name in the store (default: mavin)")
     srv.add_argument("--version", type=int, default=None, help="published version (default: the champion's, else the newest complete one)")
-    srv.add_argument("--endpoint-url", default=None, help="S3 endpoint URL for an s3:// store")
+    srv.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// store")
     srv.add_argument("--http-port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default: 8000)")
     srv.add_argument("--grpc-port", type=int, default=8001, help="gRPC port on 127.0.0.1 (default: 8001)")
     srv.add_argument("--metrics-port", type=int, default=8002, help="metrics port on 127.0.0.1 (default: 8002)")
@@ -510,12 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("metrics", help="the challenger's metrics.json")
     gt.add_argument("--policy", default=None, help="gate policy YAML (default: evaluation/gate_policy.yaml)")
     gt.add_argument("--out", required=True, help="output folder for gate.json and gate.html")
-    gt.add_argument("--model", default="mavin", help="registered model whose 'champion' alias is compared (default: mavin)")
+    gt.add_argument("--model", default="mavin", type=_name("model name"), help="registered model whose 'champion' alias is compared (default: mavin)")
     gt.add_argument("--champion-metrics", default=None, help="compare with this metrics.json instead of the registry champion")
     gt.set_defaults(func=_gate)
 
     pro = sub.add_parser("promote", help="move the champion alias to a version whose gate passed")
-    pro.add_argument("model", help="registered model name")
+    pro.add_argument("model", type=_name("model name"), help="registered model name")
     pro.add_argument("version", help="model version to promote")
     pro.add_argument("--reason", required=True, help="why; recorded in the audit trail")
     pro.add_argument("--who", default=None, help="who promotes (default: $MAVIN_USER or the login name)")
@@ -523,13 +617,13 @@ def build_parser() -> argparse.ArgumentParser:
     pro.set_defaults(func=_promote)
 
     rb = sub.add_parser("rollback", help="return the champion alias to the previous champion")
-    rb.add_argument("model", help="registered model name")
+    rb.add_argument("model", type=_name("model name"), help="registered model name")
     rb.add_argument("--reason", required=True, help="why; recorded in the audit trail")
     rb.add_argument("--who", default=None, help="who rolls back (default: $MAVIN_USER or the login name)")
     rb.set_defaults(func=_rollback)
 
     hist = sub.add_parser("history", help="the promotion audit trail of a model")
-    hist.add_argument("model", help="registered model name")
+    hist.add_argument("model", type=_name("model name"), help="registered model name")
     hist.add_argument("--json", action="store_true", help="print JSON records")
     hist.set_defaults(func=_history)
 
@@ -573,7 +667,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.evaluation.gate import PolicyError
     from mavin_ops.evaluation.results import MetricsFileError
     from mavin_ops.evaluation.runner import EvaluationError
+    from mavin_ops.data.synth import PresetError as DataPresetError
+    from mavin_ops.model.config import PresetError
     from mavin_ops.registry import PromotionError
+    from mavin_ops.release import PreflightError, ResumeError
+    from mavin_ops.safety import UnsafeName, UnsafePath, UnsafeURL
     from mavin_ops.serving.client import GenerateError
     from mavin_ops.serving.export import ExportError
     from mavin_ops.serving.server import ServerError
@@ -584,7 +682,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (UserError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
             EvaluationError, DetectorConfigError, PolicyError, MetricsFileError,
-            GenerateError, ExportError, ServerError, StoreError, CheckpointError, DataError, TrainError, FileNotFoundError, FileExistsError, ValueError, KeyError)
+            GenerateError, ExportError, ServerError, StoreError, CheckpointError, DataError, TrainError,
+            PreflightError, ResumeError, DataPresetError, PresetError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -594,8 +693,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except _user_errors() as exc:
+        from mavin_ops.safety import redact
+
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"mavin-ops: error: {message}", file=sys.stderr)
+        print(f"mavin-ops: error: {redact(message)}", file=sys.stderr)
         return 2
 
 

@@ -13,17 +13,20 @@ working checkpoints under ``$MAVIN_HOME/runs/<release>/train/<stage>``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from mavin_ops import settings, tracking
 
-__all__ = ["ReleaseResult", "ResumeError", "run_release"]
+__all__ = ["PreflightError", "ReleaseResult", "ResumeError", "preflight", "run_release"]
 
 #: The parent-run tag holding the pipeline arguments a release ran with (JSON).
 ARGS_TAG = "mavin.release_args"
@@ -31,6 +34,32 @@ ARGS_TAG = "mavin.release_args"
 
 class ResumeError(ValueError):
     """A release cannot be (re)run under this release id."""
+
+
+class PreflightError(ValueError):
+    """A release argument that would only fail deep inside the pipeline: refused before it starts."""
+
+
+def preflight(args: dict) -> None:
+    """Check what a release would otherwise find wrong only minutes in: the preset, the
+    dataset revision (resolved in the registry now), the gate policy file, every name that
+    becomes a path and every URL (no credentials in them). Raises a one-line error."""
+    from mavin_ops.data.synth import PRESETS as DATA_PRESETS
+    from mavin_ops.evaluation.gate import load_policy
+    from mavin_ops.model.config import PRESETS as MODEL_PRESETS
+    from mavin_ops.safety import check_parameters
+
+    check_parameters(args, "release")
+    preset = args.get("preset")
+    if preset not in DATA_PRESETS or preset not in MODEL_PRESETS:
+        known = sorted(set(DATA_PRESETS) & set(MODEL_PRESETS))
+        raise PreflightError(f"--preset '{preset}' is not a release preset; use one of {', '.join(known)}")
+    if args.get("gate_policy"):
+        load_policy(args["gate_policy"])  # PolicyError names the file and the field
+    if args.get("dataset_rev"):
+        from mavin_ops.data.versioning import resolve_version
+
+        resolve_version(args.get("registry") or None, name=args.get("dataset_name") or "mavinset-mini", rev=args["dataset_rev"])
 
 
 @dataclass
@@ -46,15 +75,19 @@ class ReleaseResult:
     wall_s: float = 0.0
     attempt: int = 1  # 2 and up: a resumed release
     reused: list[str] = field(default_factory=list)  # steps finished by an earlier attempt, not run again
+    interrupted: int = 0  # the signal (SIGINT / SIGTERM) that stopped the release itself, else 0
 
     def lines(self) -> list[str]:
-        """What a person wants to see after a release run."""
+        """What a person wants to see after a release run (URLs shown without credentials)."""
+        from mavin_ops.safety import redact
+
+        uri = redact(settings.tracking_uri())
         out = [
             f"release {self.release_id}: {'SUCCEEDED' if self.succeeded else 'FAILED'} in {self.wall_s:.0f} s"
             + (f" (attempt {self.attempt})" if self.attempt > 1 else "")
             + (f" ({self.error})" if self.error else ""),
             f"  pipeline outputs : {self.pipeline_dir}",
-            f"  MLflow           : {settings.tracking_uri()}  parent run {self.parent_run_id} [{self.parent_status}]",
+            f"  MLflow           : {uri}  parent run {self.parent_run_id} [{self.parent_status}]",
         ]
         for key, label in (
             ("mavin.dataset_rev", "dataset asked   "),
@@ -68,15 +101,57 @@ class ReleaseResult:
             ("mavin.triton_version", "served version  "),
         ):
             if key in self.tags:
-                out.append(f"  {label} : {self.tags[key]}")
+                out.append(f"  {label} : {redact(self.tags[key])}")
         for step in self.steps:
             out.append(f"  step {step['name']:<16} {step['status']:<9} {step['artifact_uri']}")
         if self.reused:
             out.append(f"  reused (cached)  : {', '.join(self.reused)}")
         if not self.succeeded:
             out.append(f"  resume it with   : mavin-ops release --resume {self.release_id}")
-        out.append(f"  browse the runs  : mlflow ui --backend-store-uri {settings.tracking_uri()}")
+        out.append(f"  browse the runs  : mlflow ui --backend-store-uri {uri}")
         return out
+
+
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM reached the release process itself."""
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[list[int]]:
+    """Turn SIGINT and SIGTERM into :class:`_Interrupted` while the pipeline runs (main
+    thread only); yields a list that receives the signal number."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum, _frame):
+        if not caught:
+            caught.append(signum)
+            raise _Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _stop_steps(grace_s: float = 30.0) -> None:
+    """Terminate every process this release started (the running step and its children):
+    SIGTERM first, so a train step writes its checkpoint, then SIGKILL after ``grace_s``."""
+    import psutil
+
+    procs = psutil.Process().children(recursive=True)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
 
 
 def _new_release_id() -> str:
@@ -136,6 +211,7 @@ def run_release(
     cache: bool = True,
     resume: str | None = None,
     echo: Callable[[str], None] | None = None,
+    check: bool = True,
 ) -> ReleaseResult:
     """Run the release pipeline locally. Never raises for a failed pipeline: the result says
     what failed, and the MLflow parent run carries the final status.
@@ -146,7 +222,13 @@ def run_release(
     with the arguments it was started with (the pipeline arguments given here are ignored):
     its finished steps are reused from the cache, its MLflow parent run is reopened and
     closed with the new final status. Raises :class:`ResumeError` when ``resume`` names no
-    resumable release, or ``release_id`` one that already exists."""
+    resumable release, or ``release_id`` one that already exists, and :class:`PreflightError`
+    (or the checker's own one-line error) for arguments :func:`preflight` refuses; ``check``
+    False skips that (tests of failures inside the pipeline).
+
+    SIGINT / SIGTERM to this process stops the release itself: the running steps are
+    terminated, the MLflow parent run ends KILLED, the result says how to resume, and the
+    champion is not touched (``interrupted`` holds the signal number)."""
     import warnings
 
     from kfp import local
@@ -163,7 +245,6 @@ def run_release(
     os.environ["MAVIN_HOME"] = str(home)
     os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri()
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    c = tracking.client()
     args = dict(
         preset=preset,
         seed=seed,
@@ -179,7 +260,13 @@ def run_release(
         gate_policy=gate_policy,
         dataset_rev=dataset_rev,
     )
+    if check and not resume:
+        preflight({**args, "release_id": release_id or ""})
+    c = tracking.client()
     if resume:
+        from mavin_ops.safety import check_name
+
+        check_name(resume, "release id")
         release_id, args, attempt = _reopen(c, resume)
         cache = True  # the point of a resume: reuse what the earlier attempts finished
     else:
@@ -196,10 +283,18 @@ def run_release(
     before = {p.name for p in root.iterdir()}
     start = time.time()
     error = ""
+    interrupted = 0
     try:
-        release_pipeline(**args, release_id=release_id)
+        with _stopped_by_signals() as caught:
+            release_pipeline(**args, release_id=release_id)
+    except _Interrupted:
+        interrupted = caught[0]
+        error = f"interrupted by {signal.Signals(interrupted).name}"
+        _stop_steps()
     except Exception as exc:  # the local runner raises when the pipeline fails
-        error = " ".join(str(exc).split())[:300]
+        from mavin_ops.safety import redact
+
+        error = redact(" ".join(str(exc).split()))[:300]
     wall = time.time() - start
     new_dirs = sorted((p for p in root.iterdir() if p.name not in before and p.name.startswith(PIPELINE_NAME)), key=os.path.getmtime)
     pipeline_dir = str(new_dirs[-1]) if new_dirs else str(root)
@@ -207,7 +302,9 @@ def run_release(
     parent_id = tracking.parent_run(release_id)
     if new_dirs:  # the local run of this attempt (its outputs folder under the pipeline root)
         c.set_tag(parent_id, "mavin.kfp_run_id", Path(pipeline_dir).name)
-    if c.get_run(parent_id).info.status == "RUNNING":
+    if interrupted:
+        tracking.close_parent_run(release_id, "", "CANCELLED", error)
+    elif c.get_run(parent_id).info.status == "RUNNING":
         # The exit handler did not close it: the local runner stopped before it, or served
         # it from the cache (a resumed attempt that ends like an earlier one).
         tracking.close_parent_run(release_id, "", "FAILED" if error else "SUCCEEDED", error)
@@ -242,6 +339,7 @@ def run_release(
         wall_s=wall,
         attempt=attempt,
         reused=reused,
+        interrupted=interrupted,
     )
     if echo:
         for line in result.lines():

@@ -105,3 +105,20 @@ _URL_IN_TEXT = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/\s@'\"]+)@")
 def redact(text: str) -> str:
     """Every ``scheme://userinfo@`` inside free text (a log line, an argument list) redacted."""
     return _URL_IN_TEXT.sub(r"\1***@", text) if isinstance(text, str) else text
+
+
+#: Pipeline parameters whose values become paths: the one list every entry point checks.
+NAME_PARAMETERS = {"dataset_name": "dataset name", "model_name": "model name", "release_id": "release id", "store_name": "store name"}
+
+
+def check_parameters(params: dict, where: str = "pipeline parameter") -> dict:
+    """Check release-pipeline parameters wherever they enter (the local ``release``, the
+    cluster ``submit`` / ``schedule``, a cluster profile): names that become paths against
+    :func:`check_name` (an empty release id means "pick one"), and no value a URL with
+    credentials. Returns ``params``."""
+    for key, value in params.items():
+        if key in NAME_PARAMETERS and not (key == "release_id" and value in ("", None)):
+            check_name(value, f"{where} {key}: {NAME_PARAMETERS[key]}")
+        if isinstance(value, str):
+            check_url(value, f"{where} {key}:")
+    return params

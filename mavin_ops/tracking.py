@@ -92,6 +92,10 @@ def experiment_id(name: str = EXPERIMENT) -> str:
 
 def release_key(release_id: str, kfp_run_id: str = "") -> str:
     """The lineage key of a pipeline run: the caller's release id, else the KFP run id."""
+    from mavin_ops.safety import check_name
+
+    if release_id:
+        check_name(release_id, "release id")
     key = release_id or kfp_run_id
     if not key:
         raise ValueError("a pipeline step needs a release_id or a KFP run id to find its MLflow parent run")
@@ -141,7 +145,9 @@ def step_run(
     )
     try:
         if params:
-            mlflow.log_params({k: v for k, v in params.items() if v is not None})
+            from mavin_ops.safety import redact
+
+            mlflow.log_params({k: redact(v) if isinstance(v, str) else v for k, v in params.items() if v is not None})
         yield run
     except (KeyboardInterrupt, SystemExit) as exc:
         code = getattr(exc, "code", None)
@@ -168,7 +174,9 @@ def close_parent_run(release_id: str, kfp_run_id: str, kfp_state: str, message: 
         c.set_terminated(child.info.run_id, "FAILED" if status == "FINISHED" else status)
     c.set_tag(parent, "mavin.final_state", kfp_state)
     if message:
-        c.set_tag(parent, "mavin.final_message", message[:5000])
+        from mavin_ops.safety import redact
+
+        c.set_tag(parent, "mavin.final_message", redact(message)[:5000])
     c.set_terminated(parent, status)
     return status
 

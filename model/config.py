@@ -41,7 +41,7 @@ from .flow import FlowConfig
 from .masks import RoutingConfig
 from .text import TextConfig
 
-__all__ = ["PRESETS", "ModelConfig", "preset"]
+__all__ = ["PRESETS", "ModelConfig", "PresetError", "preset"]
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,10 @@ def paper() -> ModelConfig:
     )
 
 
+class PresetError(ValueError):
+    """An unknown model preset name (a user's mistake)."""
+
+
 PRESETS: dict[str, Callable[[], ModelConfig]] = {"debug": debug, "tiny": tiny, "paper": paper}
 
 
@@ -182,4 +186,4 @@ def preset(name: str) -> ModelConfig:
     try:
         return PRESETS[name]()
     except KeyError:
-        raise ValueError(f"unknown model preset '{name}'; use one of {', '.join(PRESETS)}") from None
+        raise PresetError(f"unknown model preset '{name}'; use one of {', '.join(PRESETS)}") from None

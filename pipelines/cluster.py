@@ -80,12 +80,22 @@ class ClusterProfile:
         return profile
 
     def check(self) -> None:
+        from mavin_ops.safety import UnsafeName, UnsafeURL, check_parameters, check_url
+
         for where, mapping in (("env", self.env), ("parameters", self.parameters)):
             for key, value in mapping.items():
                 if SECRET_LIKE.search(str(key)) and value not in ("", None):
                     raise ProfileError(
                         f"cluster profile {self.source}: {where}.{key} looks like a credential; reference a Kubernetes secret under 'secrets' instead"
                     )
+                try:
+                    check_url(str(value), f"cluster profile {self.source}: {where}.{key}:")
+                except UnsafeURL as exc:
+                    raise ProfileError(str(exc)) from None
+        try:
+            check_parameters(self.parameters, f"cluster profile {self.source}: parameters")
+        except (UnsafeName, UnsafeURL) as exc:
+            raise ProfileError(str(exc)) from None
         gpu_steps = self.gpu.get("steps", [])
         if self.gpu and (not isinstance(gpu_steps, list) or int(self.gpu.get("count", 0)) < 1):
             raise ProfileError(f"cluster profile {self.source}: gpu needs 'steps' (a list) and 'count' >= 1")
@@ -140,6 +150,13 @@ def _spec(profile: ClusterProfile) -> dict[str, Any]:
 
 def run_request(profile: ClusterProfile, host: str, arguments: dict[str, Any], run_name: str) -> dict[str, Any]:
     """The exact HTTP request `mavin-ops submit` sends (KFP v2beta1 API)."""
+    from mavin_ops.safety import UnsafeName, UnsafeURL, check_parameters, check_url
+
+    try:
+        check_parameters(arguments, "--param")
+        check_url(host, "--host")
+    except (UnsafeName, UnsafeURL) as exc:
+        raise ProfileError(str(exc)) from None
     spec = _spec(profile)
     body = {
         "display_name": run_name,

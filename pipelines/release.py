@@ -20,8 +20,11 @@ versions it in the DVC registry; with ``dataset_rev`` set (a tag such as
 starts, what scheduled cluster runs use) resolve_data pulls that version from the registry
 instead. Either branch tags the parent run with the digest, tag and commit it used. The two
 branches' digest and dataset URI are merged with ``dsl.OneOf`` and the URI is imported as
-the Dataset artifact later steps read: the KFP local runner (2.17) merges parameters with
+the Dataset artifact validate_data reads: the KFP local runner (2.17) merges parameters with
 OneOf but refuses an artifact OneOf ("Expected 1 artifact in ArtifactSelectorSpec").
+validate_data outputs the validated dataset (the valid rows and their media, and the record
+of the quarantined ids): training, benchmark sampling and evaluation read that one, so a
+quarantined clip never reaches them.
 """
 
 from typing import Callable
@@ -126,21 +129,22 @@ def build_release_pipeline(platform: Platform = _local):
                 "validate_data",
                 "validate data",
             )
+            # Every step after validation reads the validated dataset (only the clips validation
+            # kept, plus the record of what it quarantined), never the imported one.
+            clean = validated.outputs["validated"]
             previous = None
             for stage in STAGES:
                 extra = {"parent_checkpoint": previous.outputs["checkpoint"]} if previous is not None else {}
-                task = train(stage=stage, preset=preset, dataset=dataset, dataset_digest=digest, steps=train_steps, **extra, **lineage)
-                if previous is None:
-                    task.after(validated)
+                task = train(stage=stage, preset=preset, dataset=clean, dataset_digest=digest, steps=train_steps, **extra, **lineage)
                 previous = step(task, "train", f"train {stage}")
             checkpoint = previous.outputs["checkpoint"]
             sampled = step(
-                sample_benchmark(checkpoint=checkpoint, dataset=dataset, steps=sample_steps, limit=sample_limit, **lineage),
+                sample_benchmark(checkpoint=checkpoint, dataset=clean, steps=sample_steps, limit=sample_limit, **lineage),
                 "sample_benchmark",
                 "sample benchmark",
             )
             scored = step(
-                evaluate(generated=sampled.outputs["generated"], benchmark=dataset, limit=sample_limit, **lineage), "evaluate", "evaluate"
+                evaluate(generated=sampled.outputs["generated"], benchmark=clean, limit=sample_limit, **lineage), "evaluate", "evaluate"
             )
             decided = step(
                 gate(metrics_json=scored.outputs["metrics_json"], policy_path=gate_policy, model_name=model_name, **lineage),

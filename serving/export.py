@@ -33,6 +33,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from mavin_ops.fsutil import replace_dir  # noqa: F401  (the one folder swap: repository.py imports it from here)
+from mavin_ops.safety import safe_join
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -63,18 +66,6 @@ PART_ORDER = ("audio_decoder", "video_decoder", "text_encoder", "denoiser")  # c
 
 class ExportError(RuntimeError):
     """The export cannot be trusted (checker, external data or parity failed)."""
-
-
-def replace_dir(stage: Path, out: Path) -> None:
-    """Put the finished folder ``stage`` at ``out`` by renames only: readers see the old
-    folder or the new one, never a mix."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        out.rename(old)
-        stage.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        stage.rename(out)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -474,7 +465,7 @@ def read_export(export_dir: str | Path, verify: bool = True) -> dict[str, Any]:
         raise ValueError(f"{mpath}: format '{info.get('format')}' is not {EXPORT_FORMAT}")
     if verify:
         for rel, entry in info["files"].items():
-            p = root / rel
+            p = safe_join(root, rel, f"file listed in {mpath}")
             if not p.is_file():
                 raise FileNotFoundError(f"export file {p} is missing; re-run the export")
             if sha256_file(p) != entry["sha256"]:

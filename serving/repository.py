@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mavin_ops.safety import safe_join
+
 from .export import EXPORT_MANIFEST, read_export, replace_dir, sha256_file
 from .spec import ENTRY_MODEL, VARIANTS, RepositorySpec, ServingLimits, describe, render_config
 
@@ -133,10 +135,11 @@ def build_repository(
                 model_info: dict[str, Any] = {"format": REPOSITORY_FORMAT, "model": m.name, "variant": variant, **common}
                 if m.kind == "onnx":
                     part = info["parts"][m.name]
-                    _link_or_copy(export_dir / part["file"], vdir / "model.onnx")
-                    for extra in part["external_data"]:
-                        (vdir / extra).parent.mkdir(parents=True, exist_ok=True)
-                        _link_or_copy(export_dir / extra, vdir / extra)
+                    _link_or_copy(safe_join(export_dir, part["file"], f"part file of {export_dir}"), vdir / "model.onnx")
+                    for extra in part["external_data"]:  # names read from export.json: checked before any write
+                        src, dst = safe_join(export_dir, extra, f"external data of {export_dir}"), safe_join(vdir, extra, f"external data of {export_dir}")
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        _link_or_copy(src, dst)
                     model_info["onnx"] = {"file": "model.onnx", "sha256": info["files"][part["file"]]["sha256"], "parity_max_abs_diff": part["parity_max_abs_diff"]}
                     if variant == "python":
                         shutil.copyfile(_SOURCES / "onnx_runner.py", vdir / "model.py")
@@ -178,7 +181,7 @@ def read_repository(path: str | Path, verify: bool = False) -> dict[str, Any]:
         raise ValueError(f"{mpath}: format '{info.get('format')}' is not {REPOSITORY_FORMAT}")
     if verify:
         for rel, entry in info["files"].items():
-            p = root / rel
+            p = safe_join(root, rel, f"file listed in {mpath}")
             if not p.is_file() or sha256_file(p) != entry["sha256"]:
                 raise ValueError(f"repository file {p} is missing or does not match its sha256 in {REPOSITORY_MANIFEST}; rebuild or re-fetch the repository")
     return info

@@ -37,10 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .repository import read_repository
+from mavin_ops.safety import UnsafePath, check_name
+
+from .repository import REPOSITORY_MANIFEST, read_repository
 from .spec import VARIANTS
 
-__all__ = ["ServerError", "TritonInstall", "TritonServer", "find_tritonserver", "free_port", "run_server", "serve"]
+__all__ = ["ServerError", "TritonInstall", "TritonServer", "find_tritonserver", "free_port", "run_server", "serve", "verify_repository"]
 
 
 class ServerError(RuntimeError):
@@ -238,6 +240,32 @@ def _error_line(log: str) -> str:
     return "no error line in the log"
 
 
+def _repository_root(repository: str | Path) -> Path:
+    """The build folder of ``repository`` (a build, or one of its variant folders)."""
+    root = Path(repository)
+    if not (root / REPOSITORY_MANIFEST).is_file() and (root.parent / REPOSITORY_MANIFEST).is_file():
+        return root.parent
+    return root
+
+
+def verify_repository(repository: str | Path) -> dict:
+    """Check every sha256 a repository records before it is served, as a fetch from the model
+    store does: the store's ``MANIFEST.json`` when the folder has one (a store version folder
+    or a fetched copy), then ``mavin_repository.json``. Raises :class:`ServerError` (or
+    :class:`~mavin_ops.safety.UnsafePath` for a listed name outside the folder) naming the file."""
+    from .store import STORE_MANIFEST, verify_fetched
+
+    root = _repository_root(repository)
+    if (root / STORE_MANIFEST).is_file():
+        verify_fetched(root)
+    try:
+        return read_repository(root, verify=True)
+    except UnsafePath:
+        raise
+    except ValueError as exc:  # a file that does not match its sha256, a manifest of another format
+        raise ServerError(str(exc)) from None
+
+
 def _resolve(repository: str | Path, variant: str | None, install: TritonInstall) -> tuple[Path, str, tuple[str, ...]]:
     root = Path(repository)
     try:
@@ -256,7 +284,8 @@ def _resolve(repository: str | Path, variant: str | None, install: TritonInstall
         raise ValueError(f"repository {root} has no '{variant}' variant (it has {', '.join(info['variants'])})")
     if variant == "onnxruntime" and "onnxruntime" not in backends:
         raise ServerError(f"this tritonserver has no onnxruntime backend (it has {', '.join(backends)}); serve the 'python' variant or use a Triton image with the ONNX Runtime backend")
-    return root / variant, variant, tuple(info["models"])
+    models = tuple(check_name(m, f"model name in {root / REPOSITORY_MANIFEST}") for m in info["models"])  # each becomes a folder name
+    return root / variant, variant, models
 
 
 def serve(
@@ -339,15 +368,18 @@ def run_server(
     SIGTERM (or the server exits), then stops it. Returns the server's exit code.
     ``kwargs`` go to :func:`serve` (variant, host, exit_timeout_s, log_path, ...)."""
     fetched: Path | None = None
-    if store:
-        from .store import fetch
-
-        fetched = Path(tempfile.mkdtemp(prefix="mavin-serve-")) / "repository"
-        repository = fetch(store, fetched, name=name, version=version, endpoint_url=endpoint_url)
-        echo(f"fetched {store}/{name} (version {version or 'newest'}) into {repository}")
-    if repository is None:
+    if repository is None and not store:
         raise ValueError("serve needs a repository folder or --store; build one with 'mavin-ops export'")
     try:
+        if store:
+            from .store import fetch
+
+            fetched = Path(tempfile.mkdtemp(prefix="mavin-serve-")) / "repository"
+            repository = fetch(store, fetched, name=name, version=version, endpoint_url=endpoint_url)
+            echo(f"fetched {store}/{name} (version {version or 'newest'}) into {repository}")
+        else:  # the store path verified every file on fetch; a folder gets the same check first
+            verify_repository(repository)
+            echo(f"verified the sha256 of every file of {_repository_root(repository)}")
         server = serve(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, **kwargs)
         stop = {"now": False}
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["SmokeResult", "smoke_test"]
+__all__ = ["SmokeResult", "fetch_repository", "smoke_test"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,19 @@ class SmokeResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def fetch_repository(store: str | Path, workdir: str | Path, *, name: str = "mavin", version: int, endpoint_url: str | None = None) -> Path:
+    """The smoke test's fetch step: version ``version`` of ``name`` into
+    ``<workdir>/repository-<version>``, every file sha256-checked. A folder left there by an
+    earlier smoke test (``make release`` run again without a new version) is replaced by the
+    fresh verified copy in one atomic swap, never reused unchecked."""
+    from .repository import read_repository
+    from .store import fetch
+
+    repo = fetch(store, Path(workdir) / f"repository-{int(version)}", name=name, version=version, endpoint_url=endpoint_url, replace=True)
+    read_repository(repo, verify=True)
+    return repo
 
 
 def smoke_test(
@@ -60,7 +73,7 @@ def smoke_test(
     from .pipeline import GenerateRequest
     from .repository import read_repository
     from .server import serve
-    from .store import fetch, list_versions
+    from .store import list_versions
 
     say = log or (lambda _m: None)
     start = time.time()
@@ -73,8 +86,8 @@ def smoke_test(
             if not have:
                 raise AssertionError(f"smoke test: {store}/{name} has no complete version to test")
             version = have[-1]
-        repo = fetch(store, work / f"repository-{version}", name=name, version=version, endpoint_url=endpoint_url)
-        info = read_repository(repo, verify=True)
+        repo = fetch_repository(store, work, name=name, version=version, endpoint_url=endpoint_url)
+        info = read_repository(repo)
         config = ModelConfig.from_dict(info["config"])
         say(f"fetched {store}/{name}/{version} into {repo} (files verified)")
         script_path = write_example(config, work / "scene")

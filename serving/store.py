@@ -35,6 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from mavin_ops.fsutil import replace_dir
+from mavin_ops.safety import UnsafePath, check_name, safe_join
+
 from .export import sha256_file
 from .repository import REPOSITORY_MANIFEST, read_repository
 
@@ -50,6 +53,7 @@ __all__ = [
     "next_version",
     "open_store",
     "publish",
+    "verify_fetched",
 ]
 
 STORE_MANIFEST = "MANIFEST.json"
@@ -95,9 +99,9 @@ def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
 
 
-def _check_name(name: str) -> None:
-    if not name or "/" in name or name.startswith(".") or name != name.strip():
-        raise ValueError(f"model store name '{name}' is not a plain folder name; use letters, digits, '-' or '_'")
+def _check_name(name: str) -> str:
+    """A model name becomes a folder (local) or a key prefix (S3): one safe path component."""
+    return check_name(name, "model store name")
 
 
 # --------------------------------------------------------------------------- local
@@ -121,18 +125,21 @@ class LocalStore:
     def uri(self) -> str:
         return str(self.root)
 
+    def _dir(self, name: str) -> Path:
+        return self.root / _check_name(name)
+
     def version_uri(self, name: str, version: int) -> str:
-        return str(self.root / name / str(version))
+        return str(self._dir(name) / str(int(version)))
 
     def versions(self, name: str) -> list[int]:
         """Complete versions, ascending (numbered folders; staging folders are ignored)."""
-        base = self.root / name
+        base = self._dir(name)
         if not base.is_dir():
             return []
         return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit() and (p / STORE_MANIFEST).is_file())
 
     def read_manifest(self, name: str, version: int) -> dict[str, Any]:
-        path = self.root / name / str(version) / STORE_MANIFEST
+        path = self._dir(name) / str(int(version)) / STORE_MANIFEST
         if not path.is_file():
             raise StoreError(f"{self.version_uri(name, version)} is not a published version (complete versions: {self.versions(name) or 'none'})")
         return json.loads(path.read_text(encoding="utf-8"))
@@ -142,10 +149,10 @@ class LocalStore:
         version = manifest["version"]
         body = _manifest_bytes(manifest)
         digest = hashlib.sha256(body).hexdigest()
-        final = self.root / name / str(version)
+        base = self._dir(name)
+        final = base / str(int(version))
         if final.exists():
             return self._existing(name, version, manifest)
-        base = self.root / name
         base.mkdir(parents=True, exist_ok=True)
         for old in base.glob(f".staging-{version}-*"):  # left by a killed publisher; never read
             shutil.rmtree(old, ignore_errors=True)
@@ -183,13 +190,18 @@ class LocalStore:
         have = self.read_manifest(name, version)
         if have.get("files") != manifest["files"]:
             raise StoreError(f"{self.version_uri(name, version)} is already published with other content; versions are immutable: build with version {max(self.versions(name)) + 1}")
-        body = (self.root / name / str(version) / STORE_MANIFEST).read_bytes()
+        body = (self._dir(name) / str(int(version)) / STORE_MANIFEST).read_bytes()
         return PublishedVersion(self.version_uri(name, version), name, version, hashlib.sha256(body).hexdigest(), len(have["files"]), sum(e["bytes"] for e in have["files"].values()), reused=True)
 
-    def fetch(self, name: str, version: int, dest: Path) -> Path:
-        src = self.root / name / str(version)
+    def fetch(self, name: str, version: int, dest: Path, replace: bool = False) -> Path:
+        src = self._dir(name) / str(int(version))
         manifest = self.read_manifest(name, version)
-        return _materialize(dest, manifest, lambda rel, out: shutil.copyfile(src / rel, out), self.version_uri(name, version))
+        where = self.version_uri(name, version)
+
+        def copy(rel: str, out: Path) -> None:
+            shutil.copyfile(safe_join(src, rel, f"file name in {where}/{STORE_MANIFEST}"), out)
+
+        return _materialize(dest, manifest, copy, where, replace)
 
 
 # --------------------------------------------------------------------------- S3
@@ -219,7 +231,7 @@ class S3Store:
         return "/".join(p for p in (self.prefix, *parts) if p)
 
     def version_uri(self, name: str, version: int) -> str:
-        return f"s3://{self.bucket}/{self._key(name, str(version))}"
+        return f"s3://{self.bucket}/{self._key(_check_name(name), str(int(version)))}"
 
     def _errors(self):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -253,6 +265,7 @@ class S3Store:
         return json.loads(body), body
 
     def _candidate_versions(self, name: str) -> list[int]:
+        _check_name(name)
         out = []
         paginator = self.s3.get_paginator("list_objects_v2")
         try:
@@ -346,14 +359,14 @@ class S3Store:
             raise StoreError(f"publishing {where} failed while {step}: {_reason(exc)}; the version stays invisible (no {COMPLETE_MARKER} marker), run publish again to finish it") from None
         return PublishedVersion(where, name, version, digest, len(manifest["files"]), sum(e["bytes"] for e in manifest["files"].values()))
 
-    def fetch(self, name: str, version: int, dest: Path) -> Path:
+    def fetch(self, name: str, version: int, dest: Path, replace: bool = False) -> Path:
         manifest = self.read_manifest(name, version)
 
         def download(rel: str, out: Path) -> None:
             self.s3.download_file(self.bucket, self._key(name, str(version), rel), str(out))
 
         try:
-            return _materialize(dest, manifest, download, self.version_uri(name, version))
+            return _materialize(dest, manifest, download, self.version_uri(name, version), replace)
         except self._errors() as exc:
             raise StoreError(f"fetching {self.version_uri(name, version)} failed: {_reason(exc)}; run fetch again") from None
 
@@ -366,29 +379,79 @@ def _reason(exc: Exception) -> str:
     return " ".join(str(exc).split())[:300]
 
 
-def _materialize(dest: Path, manifest: dict[str, Any], get: Callable[[str, Path], None], where: str) -> Path:
-    """Write every file of a version into ``dest`` (staged, each sha256-checked, renamed)."""
+def _checked_names(dest: Path, manifest: dict[str, Any], where: str) -> dict[str, tuple[Path, str]]:
+    """Every file name of a stored version's manifest, checked before a byte is written:
+    ``rel -> (path relative to the destination, expected sha256)``. A name that is absolute,
+    has ``..`` or resolves outside ``dest`` raises :class:`UnsafePath` (one line)."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files:
+        raise StoreError(f"{where}/{STORE_MANIFEST} lists no files; the stored version is corrupt, publish it again")
+    base = dest.resolve()
+    out: dict[str, tuple[Path, str]] = {}
+    seen: set[Path] = set()
+    for rel, entry in files.items():
+        target = safe_join(dest, rel, f"file name in {where}/{STORE_MANIFEST}")  # UnsafePath: nothing written yet
+        sha = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(sha, str):
+            raise StoreError(f"{where}/{STORE_MANIFEST}: entry {rel!r} has no sha256; the stored version is corrupt, publish it again")
+        clean = target.relative_to(base)
+        if clean.as_posix() == STORE_MANIFEST or clean in seen:
+            raise UnsafePath(f"file name in {where}/{STORE_MANIFEST} {rel!r} would overwrite {'the manifest itself' if clean.as_posix() == STORE_MANIFEST else 'another file of the version'}; refusing to fetch the version")
+        seen.add(clean)
+        out[rel] = (clean, sha)
+    return out
+
+
+def _materialize(dest: Path, manifest: dict[str, Any], get: Callable[[str, Path], None], where: str, replace: bool = False) -> Path:
+    """Write every file of a version into ``dest``: every name is checked first (nothing is
+    written when one is unsafe), then files go to a staging folder beside ``dest``, each
+    sha256-checked, and the folder is renamed into place. ``replace`` swaps a verified fresh
+    copy for an existing ``dest`` atomically (:func:`mavin_ops.fsutil.replace_dir`); without
+    it a non-empty ``dest`` is refused."""
     dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()):
+    if dest.exists() and any(dest.iterdir()) and not replace:
         raise FileExistsError(f"fetch destination {dest} is not empty; choose a new folder")
+    names = _checked_names(dest, manifest, where)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = dest.parent / f".{dest.name}.fetch-{uuid.uuid4().hex[:8]}"
+    stage = dest.parent / f".{dest.name}.fetch-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        for rel, entry in manifest["files"].items():
-            out = stage / rel
+        stage.mkdir()
+        for rel, (clean, sha) in names.items():
+            out = stage / clean
             out.parent.mkdir(parents=True, exist_ok=True)
             get(rel, out)
             got = sha256_file(out)
-            if got != entry["sha256"]:
-                raise StoreError(f"{where}/{rel} has sha256 {got[:12]}..., its manifest says {entry['sha256'][:12]}...: the stored version is corrupt")
+            if got != sha:
+                raise StoreError(f"{where}/{rel} has sha256 {got[:12]}..., its manifest says {sha[:12]}...: the stored version is corrupt")
         (stage / STORE_MANIFEST).write_bytes(_manifest_bytes(manifest))
-        if dest.exists():
-            dest.rmdir()
-        stage.rename(dest)
+        if replace:
+            replace_dir(stage, dest)
+        else:
+            os.rename(stage, dest)  # replaces an empty folder; refuses one that filled up meanwhile
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return dest
+
+
+def verify_fetched(path: str | Path) -> dict[str, Any]:
+    """Check a fetched version folder the way :func:`fetch` checked it: every file its
+    ``MANIFEST.json`` lists is a safe name inside the folder and matches its sha256. Returns
+    the manifest; raises :class:`StoreError` (:class:`UnsafePath` for a bad name) naming the file."""
+    root = Path(path)
+    mpath = root / STORE_MANIFEST
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{mpath} cannot be read ({exc.__class__.__name__}); re-fetch the version from the model store") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT or not isinstance(manifest.get("files"), dict):
+        raise StoreError(f"{mpath} is not a {STORE_FORMAT} manifest; re-fetch the version from the model store")
+    for rel, entry in manifest["files"].items():
+        p = safe_join(root, rel, f"file name in {mpath}")
+        want = entry.get("sha256") if isinstance(entry, dict) else None
+        if not p.is_file() or sha256_file(p) != want:
+            raise StoreError(f"repository file {p} is missing or does not match its sha256 in {mpath}; re-fetch the version from the model store")
+    return manifest
 
 
 # --------------------------------------------------------------------------- API
@@ -423,8 +486,10 @@ def next_version(store: str | Path, *, name: str = "mavin", endpoint_url: str | 
     return (max(have) + 1) if have else 1
 
 
-def fetch(store: str | Path, dest: str | Path, *, name: str = "mavin", version: int | None = None, endpoint_url: str | None = None) -> Path:
-    """Copy a complete version (default: the newest) into ``dest``, verifying every file."""
+def fetch(store: str | Path, dest: str | Path, *, name: str = "mavin", version: int | None = None, endpoint_url: str | None = None, replace: bool = False) -> Path:
+    """Copy a complete version (default: the newest) into ``dest``, verifying every file.
+    ``dest`` must be new or empty, unless ``replace``: then a fresh verified copy is swapped
+    in for it atomically (running the same fetch twice works)."""
     _check_name(name)
     st = open_store(store, endpoint_url)
     if version is None:
@@ -432,4 +497,4 @@ def fetch(store: str | Path, dest: str | Path, *, name: str = "mavin", version: 
         if not have:
             raise StoreError(f"{st.uri}/{name} has no complete version; publish one first")
         version = have[-1]
-    return st.fetch(name, int(version), Path(dest))
+    return st.fetch(name, int(version), Path(dest), replace)

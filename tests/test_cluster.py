@@ -102,3 +102,40 @@ def test_submit_goes_through_the_kfp_client(monkeypatch, capsys):
     assert main(["submit", "--host", "https://kfp.internal", "--param", "preset=tiny"]) == 0
     assert calls == [("init", "https://kfp.internal"), ("experiment", "mavin-release"), ("run", "mavin-release", "tiny")]
     assert json.loads(capsys.readouterr().out)["run_id"] == "run-9"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("env", "MLFLOW_TRACKING_URI", "http://alice:hunter2@mlflow.internal:5000"),
+        ("parameters", "endpoint_url", "https://AKIAXXXX:s3cr3t@minio.internal"),
+        ("parameters", "remote", "s3://key:secret@bucket/dvc"),
+    ],
+)
+def test_credentials_inside_a_url_are_refused_in_a_profile(tmp_path, section, key, value):
+    bad = yaml.safe_load(DEFAULT_PROFILE.read_text())
+    bad.setdefault(section, {})[key] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ProfileError, match="carries credentials in the URL") as err:
+        ClusterProfile.load(path)
+    assert "hunter2" not in str(err.value) and "s3cr3t" not in str(err.value) and "secret@" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("param", "expect"),
+    [
+        ("endpoint_url=http://u:pw@127.0.0.1:9000", "carries credentials"),
+        ("model_name=../../etc", "model name '../../etc' is not allowed"),
+        ("dataset_name=a/b", "dataset name 'a/b' is not allowed"),
+        ("release_id=..", "release id '..' is not allowed"),
+    ],
+)
+def test_submit_and_schedule_refuse_unsafe_parameters(capsys, param, expect):
+    for argv in (["submit", "--host", "https://kfp.internal", "--dry-run"],
+                 ["schedule", "--host", "https://kfp.internal", "--cron", "0 0 3 * * *", "--dry-run"]):
+        assert main([*argv, "--param", param]) == 2
+        captured = capsys.readouterr()
+        assert expect in captured.err and captured.out == "" and "pw@" not in captured.err
+    assert main(["submit", "--host", "https://admin:pw@kfp.internal", "--dry-run"]) == 2
+    assert "pw@" not in capsys.readouterr().err

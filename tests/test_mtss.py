@@ -13,9 +13,13 @@ from mavin_ops.data.mtss import (
     TimeRange,
     check_script,
     compile_caption,
+    file_issues,
     grounding_issues,
     load_script,
+    parse_issues,
     parse_script,
+    read_script_file,
+    script_issues,
     union_spans,
 )
 
@@ -150,3 +154,105 @@ def test_compiler_spans_follow_eq2():
 def test_union_spans_merges_touching_and_overlapping():
     spans = [TimeRange(2, 3), TimeRange(0, 1), TimeRange(1, 1.5), TimeRange(2.5, 4)]
     assert union_spans(spans) == (TimeRange(0, 1.5), TimeRange(2, 4))
+
+
+# --------------------------------------------------------------------------- issue 13, item 11
+
+
+def test_event_no_shot_cites_is_refused_not_dropped():
+    """An event outside every shot's active_events would vanish from the compiled caption:
+    grounding refuses it with its own rule, naming the shot to cite it in."""
+    d = base_script()
+    d["shot"][2]["active_events"] = []  # E3 [2.3, 2.9] is inside S3 but no shot cites it
+    issues = [i for i in grounding_issues(parse_script(d)) if i.rule == "event-cited-by-shot"]
+    assert [str(i) for i in issues] and issues[0].field == "event[E3].id" and issues[0].stream == "event"
+    assert str(issues[0]).startswith("clip c1: event[E3].id: [event-cited-by-shot] ")
+    assert "active_events of shot S3" in issues[0].message and "\n" not in str(issues[0])
+    with pytest.raises(ScriptError, match=r"event-cited-by-shot"):
+        check_script(parse_script(d))
+
+
+@pytest.mark.parametrize(
+    "mutate, field, suggestion",
+    [
+        (lambda d: d.__setitem__("duraton", 3.0), "duraton", "duration"),
+        (lambda d: d["reference"][0].__setitem__("semantic_descripton", "x"), "reference[R1].semantic_descripton", "semantic_description"),
+        (lambda d: d["reference"][0]["appearance_anchor"].__setitem__("clothes", "x"), "reference[R1].appearance_anchor.clothes", "clothing"),
+        (lambda d: d["shot"][1].__setitem__("camra", "wide"), "shot[S2].camra", "camera"),
+        (lambda d: d["event"][0].__setitem__("speeker", "R1"), "event[E1].speeker", "speaker"),
+        (lambda d: d["global"].__setitem__("global_styl", "flat"), "global.global_styl", "global_style"),
+    ],
+)
+def test_unknown_field_is_refused_with_path_and_suggestion(mutate, field, suggestion):
+    d = base_script()
+    mutate(d)
+    with pytest.raises(ScriptError) as err:
+        parse_script(d)
+    hits = [i for i in err.value.issues if i.rule == "unknown-key"]
+    assert len(hits) == 1, [str(i) for i in err.value.issues]
+    assert hits[0].field == field and f"did you mean '{suggestion}'?" in hits[0].message
+    assert str(hits[0]).startswith(f"clip c1: {field}: [unknown-key] unknown field ")
+
+
+def test_unknown_field_without_a_close_name_lists_the_known_ones():
+    d = base_script()
+    d["shot"][0]["zzz"] = 1
+    with pytest.raises(ScriptError) as err:
+        parse_script(d)
+    (issue,) = err.value.issues
+    assert issue.field == "shot[S1].zzz" and "remove it" in issue.message and "active_events" in issue.message
+
+
+def test_script_issues_collects_every_problem_in_one_pass():
+    """One implementation: script_issues returns the structural and the grounding problems
+    together; parse_script / check_script raise with those same issues."""
+    d = base_script()
+    d["shot"][0]["camra"] = "wide"  # structural, but loses nothing: grounding still runs
+    d["event"][0]["speaker"] = "R3"  # grounding: a scene cannot speak
+    d["shot"][2]["active_events"] = []  # grounding: E3 cited by no shot
+    script, issues = script_issues(d)
+    assert script is not None
+    assert [i.rule for i in issues] == ["unknown-key", "speaker-is-person", "event-cited-by-shot"]
+    parsed, structural = parse_issues(d)
+    with pytest.raises(ScriptError) as err:
+        parse_script(d)
+    assert err.value.issues == structural == issues[:1]
+    del d["shot"][0]["camra"]
+    assert script_issues(d)[1] == grounding_issues(parse_script(d))
+
+
+def test_lossy_structure_stops_before_grounding():
+    d = base_script()
+    d["shot"][1]["time_range"] = [2.0, 1.0]  # dropped shot: grounding would report a gap too
+    script, issues = script_issues(d)
+    assert script is None and [i.rule for i in issues] == ["time-order"]
+
+
+def test_read_script_file_yaml_and_errors(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    p = tmp_path / "scene.yaml"
+    p.write_text(yaml.safe_dump(base_script()))
+    assert load_script(str(p)) == parse_script(base_script())
+    bad = tmp_path / "bad.yml"
+    bad.write_text("clip_id: c1\nshot: [\n")
+    with pytest.raises(ScriptError) as err:
+        read_script_file(bad)
+    assert str(bad) in str(err.value) and "not valid YAML at line" in str(err.value)
+
+
+def test_file_issues_reads_a_manifest(tmp_path):
+    good, typo = base_script(), base_script()
+    typo["clip_id"] = "c2"
+    typo["event"][1]["lines"] = "hi"
+    rows = [{"id": "c1", "script": good}, {"id": "c2", "script": typo}, {"id": "c3"}]
+    path = tmp_path / "manifest.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{oops\n")
+    got = [(i.clip_id, i.field, i.rule) for i in file_issues(path)]
+    assert got == [
+        ("c2", "event[E2].lines", "unknown-key"),
+        ("c3", "script", "script-object"),
+        ("? (manifest.jsonl line 4)", "line", "manifest-line"),
+    ]
+    assert list(file_issues(tmp_path)) == list(file_issues(path))  # a dataset folder: its manifest
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        list(file_issues(tmp_path / "missing.json"))

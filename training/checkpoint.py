@@ -11,8 +11,9 @@ Layout of a checkpoint root (one per training stage)::
     <root>/.tmp-step-00000006-...  a checkpoint being written (or left by a killed writer)
 
 Writing (:func:`save_checkpoint`): every file goes into a temporary folder and is fsynced,
-then MANIFEST.json (fsynced), then the folder is renamed to its final name and the parent
-folder fsynced. A reader therefore sees a complete checkpoint or none; a ``kill -9`` in the
+then MANIFEST.json (fsynced), then the folder is renamed to its final name (a checkpoint of
+the same step saved again is swapped in atomically, :func:`mavin_ops.fsutil.replace_dir`) and
+the parent folder fsynced. A reader therefore sees a complete checkpoint or none; a ``kill -9`` in the
 middle leaves only a ``.tmp-`` folder, which is never read and is removed by the next save.
 
 Reading (:func:`find_resumable`): the newest ``step-*`` folder whose MANIFEST.json exists,
@@ -34,6 +35,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from mavin_ops.fsutil import replace_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -169,10 +172,9 @@ def save_checkpoint(
         _fsync_dir(tmp)
         final = root / step_name(step)
         if final.exists():  # the same step saved again (e.g. SIGTERM right after a periodic save)
-            trash = root / f".tmp-replaced-{step_name(step)}-{uuid.uuid4().hex[:8]}"
-            os.rename(final, trash)
-            os.rename(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
+            # one atomic swap (renameat2 RENAME_EXCHANGE): the step name never goes missing; the
+            # old copy, now under the .tmp- name, is deleted (or by prune if we die first)
+            replace_dir(tmp, final, trash_prefix=f".tmp-replaced-{step_name(step)}-")
         else:
             os.rename(tmp, final)
         _fsync_dir(root)

@@ -1,6 +1,7 @@
 """The training data path: precomputed latents, a torch Dataset over them, and the batch schedule.
 
-1. :func:`precompute` turns every training clip of a dataset version into what the model
+1. :func:`precompute` turns every training clip of a dataset version (of a validated
+   dataset, only the clips validation kept: see data/validate.py, ``read_clips``) into what the model
    trains on (whatever the model adapter's ``encode_clip`` returns: for the project's model
    the video and audio latents and the reference media, with the MTSS script in the
    metadata) once, and writes one safetensors file per clip plus an ``index.json``. The cache is keyed by the dataset digest and the encoder fingerprint, so a
@@ -203,12 +204,7 @@ def precompute(
         shutil.rmtree(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
 
-    rows = []
-    for line in _manifest.read_manifest(dataset):
-        if line.row is None:
-            raise DataError(f"{dataset / _manifest.MANIFEST} line {line.lineno}: {line.error}; validate the dataset first")
-        if line.row.get("split") == split:
-            rows.append(line.row)
+    rows = _read_rows(dataset, split)
     if not rows:
         raise DataError(f"{dataset / _manifest.MANIFEST} has no clip with split '{split}'; nothing to train on")
 
@@ -256,6 +252,17 @@ def precompute(
     }
     _fsync_write(index_path, json.dumps(index, indent=1, sort_keys=True).encode())
     return read_index(out)
+
+
+def _read_rows(dataset: Path, split: str) -> list[dict[str, Any]]:
+    """The ``split`` rows of the dataset through the loader every step after validation shares
+    (data/validate.py: :func:`read_clips`): of a validated dataset, only the validated clips."""
+    from mavin_ops.data.validate import DatasetError, read_clips
+
+    try:
+        return read_clips(dataset, split=split, what="training dataset")
+    except DatasetError as exc:
+        raise DataError(str(exc)) from None
 
 
 def _existing_meta(path: Path, encoder: str) -> dict[str, Any] | None:

@@ -18,13 +18,15 @@ def sample_benchmark(
     limit: int = 0,
 ) -> int:
     """One generated clip per benchmark (eval) script, in the dataset layout; returns the
-    number of clips. ``steps`` 0 = the model's default sampler steps; ``limit`` 0 = all."""
+    number of clips. ``steps`` 0 = the model's default sampler steps; ``limit`` 0 = all.
+    ``dataset`` is the validated dataset: a quarantined clip is never generated (its count and
+    ids are tagged on this step's run, ``mavin.quarantined_count``/``mavin.quarantined_ids``)."""
     from pathlib import Path
 
     import mlflow
 
     from mavin_ops import tracking
-    from mavin_ops.data import manifest
+    from mavin_ops.data import manifest, validate
     from mavin_ops.evaluation.samples import generate_benchmark
     from mavin_ops.training import checkpoint as ckpt
     from mavin_ops.training.trainer import load_trained_model
@@ -41,5 +43,8 @@ def sample_benchmark(
         if marker.is_file():
             mlflow.set_tag("mavin.checkpoint_sha256", manifest.sha256_file(marker))
         mlflow.set_tag("mavin.checkpoint_stage", str(meta.get("stage", "")))
+        record = validate.quarantine_record(dataset.path)
+        if record is not None:
+            mlflow.set_tags({"mavin.quarantined_count": str(record.count), "mavin.quarantined_ids": record.ids_text()})
     generated.metadata.update({"clips": n})
     return n

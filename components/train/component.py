@@ -24,13 +24,20 @@ def train(
     ``parent_checkpoint`` (the previous stage's output; not given for ``id``). ``steps`` > 0
     overrides the recipe's step count. The working checkpoints live under
     ``$MAVIN_HOME/runs/<release>/train/<stage>`` so a retried task resumes; the final
-    checkpoint is copied to ``checkpoint.path``. Logs a nested MLflow run ``train_<stage>``."""
+    checkpoint is copied to ``checkpoint.path``. Logs a nested MLflow run ``train_<stage>``.
+
+    ``dataset`` is validate_data's validated dataset in the release pipeline: only the clips
+    validation kept. The run records what was left out: tags ``mavin.quarantined_count`` and
+    ``mavin.quarantined_ids`` (and ``mavin.dataset_validated``: false for a folder that did
+    not come out of validation)."""
     from collections import namedtuple
 
     from mavin_ops import settings, tracking
+    from mavin_ops.data import validate
     from mavin_ops.training import checkpoint as ckpt
     from mavin_ops.training.trainer import train_stage
 
+    record = validate.quarantine_record(dataset.path)  # what validation left out of this dataset
     key = tracking.release_key(release_id, kfp_run_id)
     workdir = settings.home() / "runs" / key / "train" / stage
     result = train_stage(
@@ -45,6 +52,13 @@ def train(
         kfp_run_id=kfp_run_id,
         progress=False,
     )
+    if result.run_id:
+        c = tracking.client()
+        quarantine = {"mavin.dataset_validated": "true" if record is not None else "false"}
+        if record is not None:
+            quarantine.update({"mavin.quarantined_count": str(record.count), "mavin.quarantined_ids": record.ids_text()})
+        for tag, value in quarantine.items():
+            c.set_tag(result.run_id, tag, value)
     ckpt.copy_checkpoint(result.checkpoint, checkpoint.path)
     final_loss = result.losses[-1]["loss"] if result.losses else float("nan")
     checkpoint.metadata.update(
@@ -56,6 +70,7 @@ def train(
             "dataset_digest": result.dataset_digest,
             "mlflow_run_id": result.run_id or "",
             "parent_checkpoint": result.init_checkpoint or "",
+            "quarantined_count": record.count if record is not None else -1,
         }
     )
     out = namedtuple("TrainOutputs", ["step", "final_loss", "checkpoint_sha256", "run_id"])

@@ -15,10 +15,16 @@ def validate_data(
     kfp_run_id: str,
     report: Output[Artifact],
     page: Output[HTML],
+    validated: Output[Dataset],
 ) -> str:
     """Writes validation.json, quarantine.jsonl, the validated manifest and Data Docs to
     ``report``, logs them to MLflow, and fails the step when the quarantined share passes
-    the threshold. Returns the one-line verdict."""
+    the threshold. Returns the one-line verdict.
+
+    ``validated`` is the validated dataset (only the valid rows and their media, plus the
+    record of what was quarantined): the dataset every later step reads, so a quarantined
+    clip is never precomputed, trained on, sampled or scored. The quarantined ids and their
+    count are tagged on this step's run (``mavin.quarantined_count``, ``mavin.quarantined_ids``)."""
     import shutil
     from pathlib import Path
 
@@ -30,8 +36,14 @@ def validate_data(
     params = {"max_quarantine_share": max_quarantine_share, "dataset_digest": dataset_digest}
     with tracking.step_run(release_id, kfp_run_id, "validate_data", params):
         result = validate.validate_dataset(
-            dataset.path, max_quarantine_share=max_quarantine_share, out_dir=report.path
+            dataset.path, max_quarantine_share=max_quarantine_share, out_dir=report.path, validated_dir=validated.path
         )
+        record = validate.quarantine_record(validated.path) if result.passed else None
+        if record is not None:
+            mlflow.set_tags({"mavin.quarantined_count": str(record.count), "mavin.quarantined_ids": record.ids_text()})
+            validated.metadata.update(
+                {"rows": result.valid, "quarantined": record.count, "dataset_digest": dataset_digest, "source": dataset.uri}
+            )
         mlflow.log_metrics(
             {"rows": result.rows, "quarantined": result.quarantined, "quarantined_share": result.quarantined_share}
         )

@@ -219,6 +219,14 @@ def _too_many_shots(root, row):
     ]
 
 
+def _shot_field_typo(root, row):
+    row["script"]["shot"][0]["camra"] = row["script"]["shot"][0].pop("camera")
+
+
+def _event_cited_by_no_shot(root, row):
+    row["script"]["shot"][0]["active_events"] = []
+
+
 def _split_enum(root, row):
     row["split"] = "test"
 
@@ -251,6 +259,8 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("resolution", _resolution, "width", "spatial-multiple"),
     ("duration-limit", _too_long, "num_frames", "duration-limits"),
     ("shot-count", _too_many_shots, "script.shot", "shot-count"),
+    ("unknown-key", _shot_field_typo, "shot[S1].camra", "unknown-key"),
+    ("event-cited-by-shot", _event_cited_by_no_shot, "event[E1].id", "event-cited-by-shot"),
     ("split-enum", _split_enum, "split", "enum"),
     ("fps-type", _fps_string, "fps", "type"),
     ("sha256-type", _sha256_not_object, "sha256", "sha256-object"),

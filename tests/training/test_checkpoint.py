@@ -106,6 +106,39 @@ def test_saving_the_same_step_again_replaces_it(tmp_path):
     assert [s for s, _ in ckpt.checkpoint_dirs(tmp_path)] == [3]
 
 
+def test_saving_the_same_step_again_never_leaves_the_step_name_missing(tmp_path, monkeypatch):
+    """A reader (resume after SIGTERM) must find step-00000003 at every moment of the
+    replace: the old folder is swapped out atomically, not renamed away first."""
+    import shutil
+
+    _save(tmp_path, 3, value=1.0)
+    final = tmp_path / "step-00000003"
+    gaps = []
+
+    def watch(mod, name):
+        real = getattr(mod, name)
+
+        def spy(*args, **kwargs):
+            if not final.is_dir():
+                gaps.append(f"before {name}")
+            out = real(*args, **kwargs)
+            if not final.is_dir() or not (final / ckpt.MANIFEST).is_file():
+                gaps.append(f"after {name}{args}")
+            return out
+
+        monkeypatch.setattr(mod, name, spy)
+
+    watch(os, "rename")
+    watch(os, "replace")
+    watch(shutil, "rmtree")
+    _save(tmp_path, 3, value=7.0)
+    monkeypatch.undo()
+    assert gaps == []
+    info = ckpt.find_resumable(tmp_path, log=None)
+    assert ckpt.load_tensors(info, "model.safetensors")["w"][0, 0].item() == 7.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000003"]  # no .tmp-replaced-* / .tmp-* left
+
+
 def test_when_every_checkpoint_is_refused_resume_fails_instead_of_starting_over(tmp_path):
     info = _save(tmp_path, 2)
     _flip_byte(info.path / "meta.json", 3)
