@@ -146,7 +146,7 @@ class SynthConfig:
 
 
 class PresetError(ValueError):
-    """An unknown dataset preset name (a user's mistake)."""
+    """An unknown dataset preset name or generation setting (a user's mistake)."""
 
 
 PRESETS: dict[str, SynthConfig] = {
@@ -1217,7 +1217,7 @@ def generate(
     """
     cfg = get_preset(preset)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise PresetError(f"seed (--seed) must be a non-negative integer, got {seed!r}")
     out = Path(out_dir)
     _check_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -845,9 +845,8 @@ def _quarantine_records(path: Path, entries: list[tuple[int, int, Any, list[str]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with _manifest.atomic_writer(path.parent, path.name) as fh:
+        fh.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def _summary_html(summary: dict[str, Any], examples: list[tuple[int, list[str]]], docs_index: Path | None) -> str:
@@ -925,9 +924,9 @@ def validate_dataset(
     if not path.is_file():
         raise FileNotFoundError(f"no {_manifest.MANIFEST} in {root}; point at a dataset folder (mavin-ops data generate writes one)")
     if not (isinstance(max_quarantine_share, (int, float)) and 0.0 <= max_quarantine_share <= 1.0):
-        raise ValueError(f"max_quarantine_share must be between 0 and 1, got {max_quarantine_share!r}")
+        raise DatasetError(f"max_quarantine_share (--max-quarantine-share) must be between 0 and 1, got {max_quarantine_share!r}")
     if max_customized_roles is not None and (not isinstance(max_customized_roles, int) or max_customized_roles < 0):
-        raise ValueError(f"max_customized_roles must be a non-negative integer or None, got {max_customized_roles!r}")
+        raise DatasetError(f"max_customized_roles (--max-customized-roles) must be a non-negative integer, got {max_customized_roles!r}")
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes!r}")
     if out_dir is None:
@@ -941,7 +940,7 @@ def validate_dataset(
         targets.append(("validated_dir", Path(validated_dir)))
     for name, p in targets:
         if _inside(p, root):
-            raise ValueError(f"{name} {p} is inside the dataset root {root}; choose a folder outside it so the dataset stays unchanged")
+            raise DatasetError(f"{name} {p} is inside the dataset root {root}; choose a folder outside it so the dataset stays unchanged")
     out.mkdir(parents=True, exist_ok=True)
     size = path.stat().st_size
     n_workers = _default_workers(size, chunk_bytes) if workers is None else max(1, int(workers))
@@ -1113,11 +1112,13 @@ def write_validated_dataset(report: ValidationReport, dest: str | os.PathLike) -
     root = Path(report.root)
     dest = Path(dest)
     if _inside(dest, root):
-        raise ValueError(f"validated_dir {dest} is inside the dataset root {root}; choose a folder outside it so the dataset stays unchanged")
+        raise DatasetError(f"validated_dir {dest} is inside the dataset root {root}; choose a folder outside it so the dataset stays unchanged")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    import uuid
+
+    from mavin_ops.fsutil import fsync_dir, replace_dir
+
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
         shutil.copyfile(report.valid_manifest, tmp / _manifest.MANIFEST)
@@ -1151,9 +1152,9 @@ def write_validated_dataset(report: ValidationReport, dest: str | os.PathLike) -
             "max_quarantine_share": report.max_quarantine_share,
         }
         _write_json(tmp / VALIDATED_RECORD, record)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        for folder in sorted({p.parent for p in tmp.rglob("*") if p.is_file()} | {tmp}):
+            fsync_dir(folder)
+        replace_dir(tmp, dest)  # an atomic swap: readers see the old validated dataset or the new one
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -145,9 +145,15 @@ def init_registry(
 ) -> Path:
     """Create the data registry when missing (git init, dvc init, default remote); when it
     exists, point its default remote at ``remote``/``endpoint_url`` if they are given."""
+    from mavin_ops.safety import check_url
+
+    for url, what in ((remote, "DVC remote"), (endpoint_url, "S3 endpoint URL")):
+        if url:
+            check_url(str(url), what)
     root = Path(registry) if registry else settings.home() / "data-registry"
-    remote = remote or str(settings.home() / "dvc-remote")
     fresh = not (root / ".dvc").is_dir()
+    # An existing registry keeps its remote unless one is given (never reset to the default).
+    remote = str(remote) if remote else ((None if fresh else _remote_url(root)) or str(settings.home() / "dvc-remote"))
     if fresh:
         root.mkdir(parents=True, exist_ok=True)
         if not (root / ".git").exists():
@@ -234,7 +240,7 @@ def version_dataset(
         commit=commit,
         tag=tag,
         registry=str(root),
-        remote=_remote_url(root) or "",
+        remote=redact_url(_remote_url(root) or ""),
         path=f"datasets/{name}",
         nfiles=int(out.get("nfiles", 0)),
         size=int(out.get("size", 0)),
@@ -277,7 +283,7 @@ def resolve_version(
         commit=commit,
         tag=tag,
         registry=str(root),
-        remote=_remote_url(root) or "",
+        remote=redact_url(_remote_url(root) or ""),
         path=f"datasets/{name}",
         nfiles=int(out.get("nfiles", 0)),
         size=int(out.get("size", 0)),

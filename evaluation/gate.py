@@ -371,6 +371,11 @@ def _is_real(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+#: The metrics a benchmark clip's script can rule out (the runner's ``not_applicable``); a
+#: metrics file that marks any other metric not applicable is not believed.
+MAY_NOT_APPLY = frozenset({"shot_boundary_deviation", "cisc", "bisc", "vc", "ac"})
+
+
 def _coverage(rule: MetricRule, chal: dict[str, Any]) -> tuple[list[str], dict[str, float], list[str]]:
     """(reasons, the real values by clip id, the ids the metric applies to) for a per-clip
     metric: every clip not marked ``not_applicable`` for it must carry a real number, or the
@@ -380,7 +385,7 @@ def _coverage(rule: MetricRule, chal: dict[str, Any]) -> tuple[list[str], dict[s
     values: dict[str, float] = {}
     wrong: list[str] = []
     for clip in chal.get("clips", []):
-        if rule.name in (clip.get("not_applicable") or []):
+        if rule.name in MAY_NOT_APPLY and rule.name in (clip.get("not_applicable") or []):
             continue
         cid = str(clip.get("id"))
         applies.append(cid)
@@ -415,12 +420,14 @@ def _check_metric(
     chk.challenger = agg.get("mean")
     chk.challenger_count = int(agg["count"]) if _is_real(agg.get("count")) else 0
     if info.per_clip:
-        cover_reasons, clip_values, _ = _coverage(rule, chal)
+        cover_reasons, clip_values, applies = _coverage(rule, chal)
         chk.challenger_count = len(clip_values)
         chk.reasons.extend(cover_reasons)
         bad_clips = sorted(cid for cid, v in clip_values.items() if _is_nan(v))
         if bad_clips:
             chk.reasons.append(f"{rule.name}: NaN in {len(bad_clips)} clip(s) ({', '.join(bad_clips[:5])})")
+        if not clip_values:
+            chk.challenger = None  # no clip carries a value: an aggregate alone vouches for nothing
         if chk.challenger is not None and clip_values and not bad_clips and _is_real(chk.challenger) and math.isfinite(chk.challenger):
             recomputed = float(np.mean(list(clip_values.values())))
             if not math.isclose(recomputed, float(chk.challenger), rel_tol=1e-6, abs_tol=1e-9):
@@ -459,8 +466,30 @@ def _check_metric(
             else:
                 ids = sorted(cid for cid in a if cid in b and _is_real(a[cid]) and _is_real(b[cid]))
                 chk.paired = len(ids)
+                need = (1.0 if rule.coverage is None else rule.coverage) * len(applies)
+                if rule.name in MAY_NOT_APPLY:
+                    # Same benchmark, same scripts: both files must rule out the same clips.
+                    def ruled_out(doc: dict[str, Any]) -> set[str] | None:
+                        clips = doc.get("clips", [])
+                        if not clips or any("not_applicable" not in c for c in clips):
+                            return None  # written before the runner marked them: nothing to compare
+                        return {str(c.get("id")) for c in clips if rule.name in (c.get("not_applicable") or [])}
+
+                    mine, theirs = ruled_out(chal), ruled_out(champ)
+                    if mine is not None and theirs is not None and mine != theirs:
+                        chk.reasons.append(
+                            f"{rule.name}: the challenger rules out other clips than the champion did on the same benchmark "
+                            f"({', '.join(sorted(mine ^ theirs)[:5])}); re-run the evaluation"
+                        )
+                        chk.regression_ok = False
                 if not ids:
                     chk.reasons.append(f"{rule.name}: no benchmark clip has a value for both challenger and champion")
+                    chk.regression_ok = False
+                elif len(ids) < need - 1e-9:
+                    chk.reasons.append(
+                        f"{rule.name}: only {len(ids)} of the {len(applies)} benchmark clips it applies to have a value from both "
+                        "challenger and champion; re-evaluate the champion on this benchmark"
+                    )
                     chk.regression_ok = False
                 else:
                     d = sign * (np.array([a[i] for i in ids], dtype=np.float64) - np.array([b[i] for i in ids], dtype=np.float64))

@@ -80,8 +80,11 @@ def _data_validate(args: argparse.Namespace) -> int:
         check_media=not args.no_media,
         out_dir=out_dir,
         docs_dir=out_dir / "data_docs",
+        validated_dir=args.validated,
     )
     print(report.describe())
+    if args.validated and report.passed:
+        print(f"validated dataset: {args.validated}")
     if report.docs_index is not None:
         print(f"Data Docs: {report.docs_index}")
     return 0 if report.passed else 1
@@ -269,7 +272,11 @@ def _champion_triton_version(model: str) -> int | None:
     if champion is None:
         return None
     tag = tracking.client().get_model_version(model, champion).tags.get("mavin.triton_version")
-    return int(tag) if tag else None
+    if not tag:
+        return None
+    if not str(tag).isdigit():
+        raise UserError(f"champion {model} v{champion} has mavin.triton_version '{tag}', not a version number; fix the tag or pass --version")
+    return int(tag)
 
 
 def _role_files(pairs: list[str], flag: str, kind: str) -> dict[str, str]:
@@ -433,6 +440,33 @@ def _name(what: str) -> Callable[[str], str]:
     return check
 
 
+def _count(low: int) -> Callable[[str], int]:
+    """An argparse type for an integer option that must be at least ``low``."""
+
+    def check(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{value}' is not an integer") from None
+        if number < low:
+            raise argparse.ArgumentTypeError(f"{number} is below {low}")
+        return number
+
+    check.__name__ = f"integer >= {low}"
+    return check
+
+
+def _share(value: str) -> float:
+    """An argparse type for a share in [0, 1]."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"{number} is not between 0 and 1")
+    return number
+
+
 def _url(value: str) -> str:
     """An argparse type for a URL option: credentials never go in it."""
     from mavin_ops.safety import UnsafeURL, check_url
@@ -465,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = dsub.add_parser("generate", help="generate the synthetic MAVINSet-mini dataset")
     gen.add_argument("--preset", default="debug", help="dataset size preset: debug | tiny (default: debug)")
-    gen.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default: 0)")
+    gen.add_argument("--seed", type=_count(0), default=0, help="random seed; same seed, same bytes (default: 0)")
     gen.add_argument("--out", required=True, help="output dataset directory (must not exist or be empty)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     gen.add_argument("--quiet", action="store_true", help="no progress output")
@@ -483,9 +517,16 @@ def build_parser() -> argparse.ArgumentParser:
     val = dsub.add_parser("validate", help="validate a dataset; failing clips go to a quarantine manifest")
     val.add_argument("dataset", help="dataset directory (holds manifest.jsonl)")
     val.add_argument("--out", default=None, help="report folder (default: <dataset>.validation next to the dataset)")
-    val.add_argument("--max-quarantine-share", type=float, default=0.05, help="fail above this quarantined share (default: 0.05)")
-    val.add_argument("--max-customized-roles", type=int, default=3, help="customized roles allowed per clip (default: 3)")
+    val.add_argument("--max-quarantine-share", type=_share, default=0.05, help="fail above this quarantined share (default: 0.05)")
+    val.add_argument("--max-customized-roles", type=_count(0), default=3, help="customized roles allowed per clip (default: 3)")
     val.add_argument("--no-media", action="store_true", help="skip media existence and sha256 checks")
+    val.add_argument(
+        "--validated",
+        default=None,
+        metavar="DIR",
+        help="when it passes, write the validated dataset (the clips that passed, their media, the quarantine record) "
+        "to DIR: what `train` and `evaluate` should read, so that no quarantined clip is trained on or scored",
+    )
     val.set_defaults(func=_data_validate)
 
     scr = sub.add_parser("script", help="check MTSS scene scripts on their own")
@@ -495,19 +536,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate scripts with the parser and grounding rules of validation and generate; print every issue",
     )
     chk.add_argument("files", nargs="+", metavar="FILE", help="a script (JSON, or YAML for .yaml/.yml), a manifest.jsonl or a dataset folder")
-    chk.add_argument("--max-customized-roles", type=int, default=3, help="customized roles allowed per clip (default: 3)")
+    chk.add_argument("--max-customized-roles", type=_count(0), default=3, help="customized roles allowed per clip (default: 3)")
     chk.set_defaults(func=_script_check)
 
     rel = sub.add_parser("release", help="run the release pipeline with the KFP local runner")
     rel.add_argument("--preset", default="tiny", help="dataset/model preset: debug | tiny (default: tiny)")
-    rel.add_argument("--seed", type=int, default=0, help="data seed (default: 0)")
+    rel.add_argument("--seed", type=_count(0), default=0, help="data seed (default: 0)")
     rel.add_argument("--registry", default=None, help="data registry path (default: $MAVIN_HOME/data-registry)")
     rel.add_argument("--remote", default=None, type=_url, help="DVC remote (default: $MAVIN_HOME/dvc-remote)")
     rel.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// remote")
-    rel.add_argument("--max-quarantine-share", type=float, default=0.05, help="validation threshold (default: 0.05)")
-    rel.add_argument("--train-steps", type=int, default=0, help="override every stage's step count (default: the recipe's)")
-    rel.add_argument("--sample-steps", type=int, default=0, help="sampler steps for the benchmark clips (default: the model's)")
-    rel.add_argument("--sample-limit", type=int, default=0, help="benchmark clips to generate (default: all)")
+    rel.add_argument("--max-quarantine-share", type=_share, default=0.05, help="validation threshold (default: 0.05)")
+    rel.add_argument("--train-steps", type=_count(0), default=0, help="override every stage's step count (default: the recipe's)")
+    rel.add_argument("--sample-steps", type=_count(0), default=0, help="sampler steps for the benchmark clips (default: the model's)")
+    rel.add_argument("--sample-limit", type=_count(0), default=0, help="benchmark clips to generate (default: all)")
     rel.add_argument("--model", default="mavin", type=_name("model name"), help="registered model name (default: mavin)")
     rel.add_argument("--policy", default=None, help="gate policy YAML (default: evaluation/gate_policy.yaml)")
     rel.add_argument(
@@ -540,10 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the champion's published version on a real tritonserver, ask it for a clip with the generate client, stop it",
     )
     sm.add_argument("--name", default="mavin", type=_name("model name"), help="registered model / store name (default: mavin)")
-    sm.add_argument("--version", type=int, default=None, help="published version (default: the champion's)")
+    sm.add_argument("--version", type=_count(1), default=None, help="published version (default: the champion's)")
     sm.add_argument("--store", default=None, type=_url, help="model store (default: $MAVIN_HOME/model-store)")
     sm.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// store")
-    sm.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    sm.add_argument("--steps", type=_count(1), default=None, help="sampler steps (default: the model's)")
     sm.add_argument("--out", default="served-check", help="folder for the example script and the generated mp4 (default: served-check)")
     sm.set_defaults(func=_smoke)
 
@@ -553,14 +594,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dataset", required=True, help="dataset directory (manifest.jsonl + media)")
     tr.add_argument("--init", default=None, help="checkpoint of the previous stage to start from")
     tr.add_argument("--out", default=None, help="checkpoint folder (default: $MAVIN_HOME/train/<preset>/<stage>); resumes when it holds one")
-    tr.add_argument("--steps", type=int, default=0, help="override the recipe's step count")
+    tr.add_argument("--steps", type=_count(0), default=0, help="override the recipe's step count")
     tr.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     tr.set_defaults(func=_train)
 
     ex = sub.add_parser("export", help="export a checkpoint to ONNX (parity-checked) and build a Triton repository")
     ex.add_argument("checkpoint", help="a training checkpoint folder or a .safetensors model file")
     ex.add_argument("--out", required=True, help="Triton model repository folder to build")
-    ex.add_argument("--version", type=int, default=1, help="model version number in the repository (default: 1)")
+    ex.add_argument("--version", type=_count(1), default=1, help="model version number in the repository (default: 1)")
     ex.set_defaults(func=_export)
 
     pub = sub.add_parser("publish", help="publish a built repository to the model store, atomically")
@@ -574,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--repository", default=None, help="a repository folder (default: fetch from --store)")
     srv.add_argument("--store", default=None, type=_url, help="model store (default: $MAVIN_HOME/model-store)")
     srv.add_argument("--name", default="mavin", type=_name("model name"), help="model name in the store (default: mavin)")
-    srv.add_argument("--version", type=int, default=None, help="published version (default: the champion's, else the newest complete one)")
+    srv.add_argument("--version", type=_count(1), default=None, help="published version (default: the champion's, else the newest complete one)")
     srv.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// store")
     srv.add_argument("--http-port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default: 8000)")
     srv.add_argument("--grpc-port", type=int, default=8001, help="gRPC port on 127.0.0.1 (default: 8001)")
@@ -588,8 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen2.add_argument("--protocol", default="http", choices=["http", "grpc"], help="client protocol (default: http)")
     gen2.add_argument("--image", action="append", default=[], metavar="ROLE=PNG", help="reference image for a role (repeatable)")
     gen2.add_argument("--voice", action="append", default=[], metavar="ROLE=WAV", help="reference voice for a role (repeatable)")
-    gen2.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    gen2.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    gen2.add_argument("--seed", type=_count(0), default=0, help="sampling seed (default: 0)")
+    gen2.add_argument("--steps", type=_count(1), default=None, help="sampler steps (default: the model's)")
     gen2.set_defaults(func=_generate)
 
     ev = sub.add_parser("evaluate", help="score generated clips against the benchmark with the papers' metrics")
@@ -669,8 +710,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.evaluation.runner import EvaluationError
     from mavin_ops.data.synth import PresetError as DataPresetError
     from mavin_ops.model.config import PresetError
+    from mavin_ops.data.media import MediaError
+    from mavin_ops.data.validate import DatasetError
     from mavin_ops.registry import PromotionError
     from mavin_ops.release import PreflightError, ResumeError
+    from mavin_ops.serving.repository import RepositoryError
+    from mavin_ops.training.recipes import RecipeError
     from mavin_ops.safety import UnsafeName, UnsafePath, UnsafeURL
     from mavin_ops.serving.client import GenerateError
     from mavin_ops.serving.export import ExportError
@@ -683,7 +728,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
             EvaluationError, DetectorConfigError, PolicyError, MetricsFileError,
             GenerateError, ExportError, ServerError, StoreError, CheckpointError, DataError, TrainError,
-            PreflightError, ResumeError, DataPresetError, PresetError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)
+            PreflightError, ResumeError, DataPresetError, PresetError, DatasetError, MediaError, RecipeError, RepositoryError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

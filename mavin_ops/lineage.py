@@ -109,7 +109,11 @@ def lineage(model_ref: str) -> list[Link]:
     by_step: dict[str, Any] = {}
     for run in children:
         by_step.setdefault(run.data.tags.get("mavin.step", run.info.run_name), run)
-    for step in sorted((s for s in by_step if s.startswith("train")), reverse=True):
+    # Walking back from the model: the last recipe stage first (joint, av, multishot, id).
+    from mavin_ops.training.recipes import STAGES
+
+    order = {f"train_{stage}": n for n, stage in enumerate(reversed(STAGES))}
+    for step in sorted((s for s in by_step if s.startswith("train")), key=lambda s: (order.get(s, len(order)), s)):
         run = by_step[step]
         chain.append(
             Link(

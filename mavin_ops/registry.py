@@ -177,6 +177,15 @@ def _append(model: str, record: AuditRecord) -> None:
     _client().set_registered_model_tag(model, f"{AUDIT_PREFIX}{record.key}", json.dumps(body))
 
 
+def _settle(model: str) -> None:
+    """Write down how a pending record left by a killed process ended (done or aborted),
+    under the lock and before the next move, so a later move cannot change its reading."""
+    stored = _client().get_registered_model(model).tags
+    for record in history(model):
+        if '"state": "pending"' in stored.get(f"{AUDIT_PREFIX}{record.key}", ""):
+            _append(model, record)  # history() resolved it; same key, now final
+
+
 def _numbered(model: str, record: AuditRecord) -> AuditRecord:
     return next((r for r in history(model) if r.key == record.key), record)
 
@@ -247,6 +256,7 @@ def promote(
             f"{model} v{version} cannot be promoted: its gate verdict is {verdict or 'missing'!r}; only a version whose gate passed can become champion"
         )
     with _lock(model):
+        _settle(model)
         current = champion_version(model)
         if expected_champion is not ANY_CHAMPION and (None if expected_champion is None else str(expected_champion)) != current:
             raise PromotionConflict(
@@ -265,6 +275,7 @@ def rollback(model: str, *, reason: str, who: str | None = None) -> AuditRecord:
     if not reason.strip():
         raise PromotionError("a rollback needs a reason (--reason); it goes to the audit trail")
     with _lock(model):
+        _settle(model)
         current = champion_version(model)
         if current is None:
             raise PromotionError(f"{model} has no champion to roll back")

@@ -50,6 +50,13 @@ def preflight(args: dict) -> None:
     from mavin_ops.safety import check_parameters
 
     check_parameters(args, "release")
+    for key, low in (("seed", 0), ("train_steps", 0), ("sample_steps", 0), ("sample_limit", 0)):
+        value = args.get(key, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise PreflightError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+    share = args.get("max_quarantine_share", 0.0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+        raise PreflightError(f"--max-quarantine-share must be between 0 and 1, got {share!r}")
     preset = args.get("preset")
     if preset not in DATA_PRESETS or preset not in MODEL_PRESETS:
         known = sorted(set(DATA_PRESETS) & set(MODEL_PRESETS))
@@ -290,7 +297,15 @@ def run_release(
     except _Interrupted:
         interrupted = caught[0]
         error = f"interrupted by {signal.Signals(interrupted).name}"
-        _stop_steps()
+        if echo:
+            echo(f"release {release_id}: {error}; stopping the running step (up to 30 s) and closing the MLflow run")
+        # A second Ctrl-C must not cut the clean-up short: the steps are stopped and the run closed.
+        held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            _stop_steps()
+        finally:
+            for sig, old in held.items():
+                signal.signal(sig, old)
     except Exception as exc:  # the local runner raises when the pipeline fails
         from mavin_ops.safety import redact
 

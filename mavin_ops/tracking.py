@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 EXPERIMENT = "mavin-ops-release"
+#: A local git query that takes longer than this is a hung repository (a lock, a network
+#: filesystem): the commit is then recorded as "unknown" instead of hanging the step.
+GIT_TIMEOUT_S = 60
 _KFP_TO_MLFLOW = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELLED": "KILLED", "CANCELED": "KILLED"}
 
 
@@ -58,15 +61,16 @@ def git_commit(path: str | os.PathLike | None = None) -> tuple[str, bool]:
     where = Path(path) if path else Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=GIT_TIMEOUT_S
         ).stdout.strip()
         status = subprocess.run(
             ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             check=True,
+            timeout=GIT_TIMEOUT_S,
         ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
         return "unknown", False
     return commit, bool(status)
 

@@ -135,7 +135,7 @@ def build_request(
     custom = {e.id: e for e in parsed.customized_roles()}
     for rid in sorted(set(images) | set(voices)):
         if rid not in custom:
-            raise ValueError(f"reference media given for {rid}, which is not a customized role of clip {parsed.clip_id} (customized: {', '.join(custom) or 'none'}); cite the media in the script's reference stream")
+            raise GenerateError(f"reference media given for {rid}, which is not a customized role of clip {parsed.clip_id} (customized: {', '.join(custom) or 'none'}); cite the media in the script's reference stream")
     refs: dict[str, dict[str, np.ndarray]] = {}
     for rid, ent in custom.items():
         media: dict[str, np.ndarray] = {}
@@ -150,7 +150,7 @@ def build_request(
                 raise FileNotFoundError(f"reference voice of {rid} ({wav_path}) does not exist; pass --media-root or the voice for {rid}")
             wave, sr = read_wav(wav_path)
             if sample_rate is not None and sr != sample_rate:
-                raise ValueError(f"reference voice of {rid} ({wav_path}) is {sr} Hz; the served model takes {sample_rate} Hz: resample it")
+                raise GenerateError(f"reference voice of {rid} ({wav_path}) is {sr} Hz; the served model takes {sample_rate} Hz: resample it")
             media["audio"] = wave
         refs[rid] = media
     return GenerateRequest(script=data, references=refs, seed=seed, steps=steps, guidance=guidance)

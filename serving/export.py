@@ -91,6 +91,17 @@ class ModelSource:
 
 
 def load_source(checkpoint: str | Path) -> ModelSource:
+    """Load a model checkpoint (see :func:`_load_source`); a file that is not one is an
+    :class:`ExportError` naming it."""
+    try:
+        return _load_source(checkpoint)
+    except (ValueError, KeyError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ExportError(f"{checkpoint} is not a usable mavin-ops checkpoint: {' '.join(str(exc).split())[:300]}") from None
+
+
+def _load_source(checkpoint: str | Path) -> ModelSource:
     """Load a model from a ``mavin_ops.model`` safetensors checkpoint or a training
     checkpoint folder (``model.safetensors`` + ``meta.json`` + ``MANIFEST.json``).
 

@@ -472,5 +472,7 @@ def local_pipeline(export_dir: str | Path, threads: int = 1, limits: ServingLimi
     from .export import read_export
 
     info = read_export(export_dir)
-    files = {name: Path(export_dir) / part["file"] for name, part in info["parts"].items()}
+    from mavin_ops.safety import safe_join
+
+    files = {name: safe_join(export_dir, part["file"], f"export part '{name}'") for name, part in info["parts"].items()}
     return Pipeline(info["model_config"], OrtRunner(files, threads), limits)

@@ -30,6 +30,10 @@ from mavin_ops.safety import safe_join
 from .export import EXPORT_MANIFEST, read_export, replace_dir, sha256_file
 from .spec import ENTRY_MODEL, VARIANTS, RepositorySpec, ServingLimits, describe, render_config
 
+
+class RepositoryError(ValueError):
+    """A model repository folder that cannot be trusted (format, a file that does not match)."""
+
 __all__ = [
     "MODEL_INFO",
     "REPOSITORY_FORMAT",
@@ -178,12 +182,12 @@ def read_repository(path: str | Path, verify: bool = False) -> dict[str, Any]:
         raise FileNotFoundError(f"{root} is not a mavin-ops model repository (no {REPOSITORY_MANIFEST}); build one with build_repository")
     info = json.loads(mpath.read_text(encoding="utf-8"))
     if info.get("format") != REPOSITORY_FORMAT:
-        raise ValueError(f"{mpath}: format '{info.get('format')}' is not {REPOSITORY_FORMAT}")
+        raise RepositoryError(f"{mpath}: format '{info.get('format')}' is not {REPOSITORY_FORMAT}")
     if verify:
         for rel, entry in info["files"].items():
             p = safe_join(root, rel, f"file listed in {mpath}")
             if not p.is_file() or sha256_file(p) != entry["sha256"]:
-                raise ValueError(f"repository file {p} is missing or does not match its sha256 in {REPOSITORY_MANIFEST}; rebuild or re-fetch the repository")
+                raise RepositoryError(f"repository file {p} is missing or does not match its sha256 in {REPOSITORY_MANIFEST}; rebuild or re-fetch the repository")
     return info
 
 

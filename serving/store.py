@@ -142,7 +142,10 @@ class LocalStore:
         path = self._dir(name) / str(int(version)) / STORE_MANIFEST
         if not path.is_file():
             raise StoreError(f"{self.version_uri(name, version)} is not a published version (complete versions: {self.versions(name) or 'none'})")
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{path} is corrupt ({exc}); re-publish version {version} or serve another one") from None
 
     def publish(self, build_dir: Path, name: str, on_file: OnFile | None = None) -> PublishedVersion:
         manifest, sources = _manifest_for(build_dir, name)
@@ -199,7 +202,10 @@ class LocalStore:
         where = self.version_uri(name, version)
 
         def copy(rel: str, out: Path) -> None:
-            shutil.copyfile(safe_join(src, rel, f"file name in {where}/{STORE_MANIFEST}"), out)
+            try:
+                shutil.copyfile(safe_join(src, rel, f"file name in {where}/{STORE_MANIFEST}"), out)
+            except FileNotFoundError:
+                raise StoreError(f"{where} lists {rel} but the store has no such file; re-publish version {version} or serve another one") from None
 
         return _materialize(dest, manifest, copy, where, replace)
 
@@ -217,7 +223,7 @@ class S3Store:
         rest = uri[len("s3://") :]
         bucket, _, prefix = rest.partition("/")
         if not bucket:
-            raise ValueError(f"model store '{uri}' has no bucket; use s3://bucket/prefix")
+            raise StoreError(f"model store '{uri}' has no bucket; use s3://bucket/prefix")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         cfg = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=120)
@@ -463,7 +469,7 @@ def open_store(store: str | Path, endpoint_url: str | None = None) -> "LocalStor
     if text.startswith("s3://"):
         return S3Store(text, endpoint_url)
     if "://" in text:
-        raise ValueError(f"model store '{text}' is neither a local directory nor s3://bucket/prefix")
+        raise StoreError(f"model store '{text}' is neither a local directory nor s3://bucket/prefix")
     return LocalStore(text)
 
 

@@ -61,3 +61,28 @@ def test_bad_reference_is_a_clear_error(capsys):
         lineage.lineage("m")
     assert main(["lineage", "ghost@champion"]) == 2
     assert "no model version ghost@champion" in capsys.readouterr().err
+
+
+def test_training_stages_are_listed_in_recipe_order_walking_back():
+    """joint <- av <- multishot <- id, whatever order the runs started or sort in."""
+    for stage in ("av", "id", "joint", "multishot"):
+        with tracking.step_run("rel-order", "", f"train_{stage}"):
+            pass
+    tracking.close_parent_run("rel-order", "", "SUCCEEDED")
+    v = registry.register_version("m", "/ckpt", tags={"mavin.gate": "pass", "mavin.release_id": "rel-order"})
+    titles = [link.title.split()[0] for link in lineage.lineage(f"m@{v}") if link.kind == "train"]
+    assert titles == ["train_joint", "train_av", "train_multishot", "train_id"]
+
+
+def test_git_queries_have_a_timeout(monkeypatch):
+    import subprocess
+
+    seen = []
+
+    def hung(cmd, **kw):
+        seen.append(kw.get("timeout"))
+        raise subprocess.TimeoutExpired(cmd, kw.get("timeout"))
+
+    monkeypatch.setattr(subprocess, "run", hung)
+    assert tracking.git_commit() == ("unknown", False)
+    assert seen == [tracking.GIT_TIMEOUT_S]

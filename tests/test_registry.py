@@ -166,7 +166,13 @@ def test_a_process_killed_mid_promotion_leaves_a_true_audit_record(die_on):
         assert [r.state for r in registry.history("m")] == ["done", "aborted", "done"]
     else:
         assert registry.champion_version("m") == v[1] and last.state == "done"
-        assert registry.rollback("m", reason="undo").to_version == v[0]
+        # a later move settles it as done for good: it is not re-read as "aborted" once the
+        # champion moves on, and rollbacks still find what it displaced
+        v3 = registry.register_version("m", "/tmp/ckpt-3", tags={"mavin.gate": "pass"})
+        registry.promote("m", v3, reason="next")
+        assert [r.state for r in registry.history("m")] == ["done", "done", "done"]
+        assert registry.rollback("m", reason="undo v3").to_version == v[1]
+        assert registry.rollback("m", reason="undo v2").to_version == v[0]
 
 
 def test_two_writers_reading_the_same_trail_both_keep_their_record(monkeypatch):

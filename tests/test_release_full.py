@@ -20,7 +20,7 @@ from release_support import DEBUG_RELEASE, lenient_policy  # noqa: E402
 
 
 @pytest.mark.server
-def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_home, monkeypatch):
+def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_home, monkeypatch, capfd):
     secret = "sk-test-secret-0123456789"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     common = dict(**DEBUG_RELEASE, model_name="mavin-debug")
@@ -48,6 +48,10 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     for path in Path(first.pipeline_dir).rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000:
             assert secret.encode() not in path.read_bytes(), path
+    # ... nor the step logs the local runner prints (every step's stdout and stderr).
+    logs = capfd.readouterr()
+    assert "executor_main" in logs.out + logs.err or "generate" in logs.out + logs.err  # the logs were captured
+    assert secret not in logs.out and secret not in logs.err
     champion = registry.champion_version("mavin-debug")
     assert champion == "1"
     chain = lineage.lineage("mavin-debug@champion")

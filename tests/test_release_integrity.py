@@ -206,3 +206,50 @@ def test_killing_the_release_itself_ends_its_run_killed(tmp_path, isolated_home,
     assert kids and not [k for k in kids if k.info.status == "RUNNING"]
     assert registry.champion_version("mavin-killed") is None
     assert stray_processes(isolated_home) == {}
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (["data", "validate", "{ds}", "--max-quarantine-share", "2"], "2.0 is not between 0 and 1"),
+        (["data", "validate", "{ds}", "--max-customized-roles", "-1"], "-1 is below 0"),
+        (["data", "generate", "--out", "{tmp}/g", "--seed", "-1"], "-1 is below 0"),
+        (["export", "ckpt", "--out", "r", "--version", "0"], "0 is below 1"),
+        (["release", "--seed", "x"], "'x' is not an integer"),
+    ],
+)
+def test_out_of_range_options_are_one_line_errors(tmp_path, capsys, argv, expect):
+    with pytest.raises(SystemExit) as exited:
+        main([a.replace("{ds}", str(tmp_path)).replace("{tmp}", str(tmp_path)) for a in argv])
+    assert exited.value.code == 2
+    assert expect in _one_line_error(capsys)
+
+
+def test_bad_inputs_deep_in_library_code_are_one_line_errors(tmp_path, capsys):
+    """User mistakes that library code reports with its own error classes (not a bare
+    ValueError) reach the user as one line and exit 2."""
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "manifest.jsonl").write_text("")
+    cases = [
+        (["data", "validate", str(tmp_path / "ds"), "--out", str(tmp_path / "ds" / "rep")], "is inside the dataset root"),
+        (["publish", str(tmp_path), "--store", "gs://bucket/x"], "neither a local directory nor s3://bucket/prefix"),
+        (["publish", str(tmp_path), "--store", "s3://"], "has no bucket"),
+        (["export", str(tmp_path / "junk.safetensors"), "--out", str(tmp_path / "r")], "is not a usable mavin-ops checkpoint"),
+        (["train", "--stage", "id", "--preset", "nosuch", "--dataset", str(tmp_path / "ds"), "--no-track"], "nosuch"),
+    ]
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    for argv, expect in cases:
+        assert main(argv) == 2, argv
+        line = _one_line_error(capsys)
+        assert line.startswith("mavin-ops: error: ") and expect in line, (argv, line)
+
+
+def test_a_registry_remote_with_credentials_is_refused_and_an_existing_remote_is_kept(tmp_path):
+    from mavin_ops.data import versioning
+
+    with pytest.raises(safety.UnsafeURL):
+        versioning.init_registry(tmp_path / "reg", "s3://AKIA:secret@bucket/x")
+    assert not (tmp_path / "reg").exists()
+    reg = versioning.init_registry(tmp_path / "reg2", str(tmp_path / "remote-a"))
+    versioning.init_registry(reg)  # no --remote: the registry keeps the one it has
+    assert versioning._remote_url(reg) == str(tmp_path / "remote-a")

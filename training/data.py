@@ -192,6 +192,9 @@ def precompute(
     digest = digest or content
     encoder = adapter.encoder_fingerprint()
     out = Path(out_dir) if out_dir else default_cache_dir(content, encoder)
+    # Read (and so check) the manifest before any cache answers: a validated dataset whose
+    # manifest was swapped is refused even when latents for that manifest exist somewhere.
+    rows = _read_rows(dataset, split)
     index_path = out / INDEX
     if index_path.is_file():
         try:
@@ -204,7 +207,6 @@ def precompute(
         shutil.rmtree(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
 
-    rows = _read_rows(dataset, split)
     if not rows:
         raise DataError(f"{dataset / _manifest.MANIFEST} has no clip with split '{split}'; nothing to train on")
 

@@ -368,9 +368,9 @@ def _stage_run(enabled: bool, release_id: str, kfp_run_id: str, stage: str, para
 
 def _log_inputs(dataset: Any, name: str, digest: str, source: str) -> None:
     from mavin_ops import tracking
-    from mavin_ops.data import manifest
+    from mavin_ops.data.validate import read_clips
 
-    rows = [line.row for line in manifest.read_manifest(dataset) if line.row is not None and line.row.get("split") == "train"]
+    rows = read_clips(dataset, split="train")
     with warnings.catch_warnings():  # MLflow's schema-inference hints about integer columns
         warnings.simplefilter("ignore", UserWarning)
         tracking.log_dataset_input(rows, name=name, digest=digest, source=source, context="training")

@@ -447,3 +447,33 @@ def test_unreadable_challenger_metrics_raise(tmp_path, policy_file):
     bad.write_text("{}")
     with pytest.raises(MetricsFileError, match="schema"):
         G.run_gate(bad, policy_file, tmp_path / "gate")
+
+
+def test_not_applicable_is_believed_only_for_metrics_a_script_can_rule_out(kit):
+    doc = kit.metrics_doc({"sta": [0.99] * (N - 2) + [0.1, 0.1]})
+    for clip in doc["clips"][-2:]:
+        clip["not_applicable"] = ["sta"]  # a file that hides its two bad clips
+    doc["metrics"]["sta"]["mean"] = 0.99
+    d = G.decide(doc, policy({"sta": {"min": 0.9}}))
+    assert not d.passed, d.reasons
+    everything_na = kit.metrics_doc({"cisc": [None] * N})
+    everything_na["metrics"]["cisc"] = {"mean": 0.99, "count": N, "missing": 0}
+    d = G.decide(everything_na, policy({"cisc": {"min": 0.5}}))
+    assert not d.passed and "cisc: missing: no benchmark clip has a value" in d.reasons
+
+
+def test_a_champion_with_values_on_few_clips_cannot_vouch_for_non_regression(kit):
+    chal = kit.metrics_doc({"sta": [0.95] * N})
+    champ = kit.metrics_doc({"sta": [0.99] + [0.5] * (N - 1)})
+    for clip in champ["clips"][1:]:
+        clip["metrics"]["sta"] = "0.5"  # not numbers: only one clip pairs
+    champ["metrics"]["sta"]["mean"] = 0.99
+    d = G.decide(chal, policy({"sta": {"min": 0.5, "tolerance": 0.05}}), champion_of(champ))
+    assert not d.passed and any(f"only 1 of the {N} benchmark clips it applies to" in r for r in d.reasons), d.reasons
+
+
+def test_challenger_and_champion_must_rule_out_the_same_clips(kit):
+    champ = kit.metrics_doc({"cisc": [0.9] * N})
+    chal = kit.metrics_doc({"cisc": [0.9] * (N - 1) + [None]})  # hides its last clip as "not applicable"
+    d = G.decide(chal, policy({"cisc": {"tolerance": 0.05}}), champion_of(champ))
+    assert not d.passed and any("rules out other clips than the champion" in r for r in d.reasons), d.reasons
