@@ -317,12 +317,9 @@ def pull_version(registry_url: str, rev: str, dest: str | os.PathLike, *, name: 
 # --------------------------------------------------------------------------- integrity
 
 
-def _md5(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
+def _md5(path: Path) -> str:
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def _cache_dir(root: Path) -> Path:

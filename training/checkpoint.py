@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from mavin_ops.fsutil import replace_dir
+from mavin_ops.fsutil import fsync_dir, replace_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -100,17 +100,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+_fsync_dir = fsync_dir  # one implementation (mavin_ops/fsutil.py)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
