@@ -108,7 +108,7 @@ def test_submit_goes_through_the_kfp_client(monkeypatch, capsys):
     ("section", "key", "value"),
     [
         ("env", "MLFLOW_TRACKING_URI", "http://alice:hunter2@mlflow.internal:5000"),
-        ("parameters", "endpoint_url", "https://AKIAXXXX:s3cr3t@minio.internal"),
+        ("parameters", "endpoint_url", "https://AKIAEXAMPLE:s3cr3t@minio.internal"),
         ("parameters", "remote", "s3://key:secret@bucket/dvc"),
     ],
 )
