@@ -532,6 +532,11 @@ def decide(
         reasons.append(
             f"the challenger's metrics.json lists {n_clips} clips but its benchmark has {bench.get('n_clips')!r}; re-run the evaluation on the whole benchmark"
         )
+    elif _is_real(bench.get("split_clips")) and n_clips < bench["split_clips"]:
+        reasons.append(
+            f"the challenger was scored on {n_clips} of the benchmark's {bench['split_clips']} clips (a limited "
+            "evaluation, e.g. --sample-limit); a gate decision needs the whole benchmark"
+        )
     champ_metrics = None
     if champion is not None:
         if champion.error:

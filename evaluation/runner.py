@@ -542,6 +542,7 @@ def evaluate_dir(
             f"{bench_root / 'manifest.jsonl'}: no clips with split '{cfg.split}'; point at the benchmark dataset or set the split"
         )
     bench_rows.sort(key=lambda r: str(r.get("id")))
+    split_clips = len(bench_rows)  # the whole benchmark: the gate refuses a limited evaluation
     if limit is not None:
         bench_rows = bench_rows[: int(limit)]
     same = gen_root.resolve() == bench_root.resolve()
@@ -554,7 +555,12 @@ def evaluate_dir(
             + "; generate every clip of the benchmark"
         )
     digest = benchmark_digest(bench_rows)
-    benchmark = {"id": _benchmark_id(bench_root, cfg.split, digest), "digest": digest, "path": str(bench_root.resolve())}
+    benchmark = {
+        "id": _benchmark_id(bench_root, cfg.split, digest),
+        "digest": digest,
+        "path": str(bench_root.resolve()),
+        "split_clips": split_clips,
+    }
     vals = read_val_metrics(val_metrics, tracking_uri)
     clips = (_load_generated(gen_root, gen_rows[str(r["id"])], bench_root, r) for r in bench_rows)
     result = evaluate_clips(clips, cfg, benchmark=benchmark, val_metrics=vals)

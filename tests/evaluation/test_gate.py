@@ -477,3 +477,13 @@ def test_challenger_and_champion_must_rule_out_the_same_clips(kit):
     chal = kit.metrics_doc({"cisc": [0.9] * (N - 1) + [None]})  # hides its last clip as "not applicable"
     d = G.decide(chal, policy({"cisc": {"tolerance": 0.05}}), champion_of(champ))
     assert not d.passed and any("rules out other clips than the champion" in r for r in d.reasons), d.reasons
+
+
+def test_a_limited_evaluation_cannot_pass_the_gate(kit):
+    """`release --sample-limit 1` scores one clip of the benchmark: the gate says so and fails."""
+    doc = kit.metrics_doc({"sta": [0.99]})
+    doc["benchmark"]["split_clips"] = 32
+    d = G.decide(doc, policy({"sta": {"min": 0.5}}))
+    assert not d.passed and any("scored on 1 of the benchmark's 32 clips" in r for r in d.reasons)
+    doc["benchmark"]["split_clips"] = 1
+    assert G.decide(doc, policy({"sta": {"min": 0.5}})).passed

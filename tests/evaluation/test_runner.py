@@ -410,3 +410,10 @@ def test_noisy_generation_keeps_cuts_and_identity(kit, spec, suite):
     assert m["cisc"] > 0.95 and m["vc"] > 0.9
     fixed = evaluate_clip(clip, suite, runner.load_config({"regions": {"coverage": 0.0}}))["metrics"]
     assert fixed["cisc"] < 0.8 and fixed["vc"] < 0.5
+
+
+def test_a_limited_evaluation_records_the_whole_benchmark_size(debug_dataset, tmp_path):
+    from mavin_ops.evaluation.runner import evaluate_dir
+
+    out = evaluate_dir(debug_dataset, None, tmp_path / "e", limit=1)
+    assert out["benchmark"]["n_clips"] == 1 and out["benchmark"]["split_clips"] == 2
