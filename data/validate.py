@@ -1037,7 +1037,8 @@ def validate_dataset(
     }
     if page is not None:
         examples = [(e[0], e[3]) for e in entries[:_MAX_REASONS_SHOWN]]
-        page.write_text(_summary_html(summary, examples, docs_index), encoding="utf-8")
+        with _manifest.atomic_writer(page.parent, page.name) as fh:
+            fh.write(_summary_html(summary, examples, docs_index))
     _write_json(summary_path, summary)
     report = ValidationReport(
         root=root,

@@ -609,7 +609,10 @@ def run_gate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / GATE_JSON, decision.to_dict())
-    (out / GATE_HTML).write_text(render_gate_html(decision), encoding="utf-8")
+    from mavin_ops.data.manifest import atomic_writer
+
+    with atomic_writer(out, GATE_HTML) as fh:
+        fh.write(render_gate_html(decision))
     _log_gate(decision, out, run_id, tracking_uri)
     return decision
 
