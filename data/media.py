@@ -143,6 +143,22 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, int | float]:
 # --------------------------------------------------------------------------- audio
 
 
+def read_video_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """The mono audio track of an mp4 written by :func:`write_video` (decoded AAC, float
+    [-1, 1]) and its sample rate; :class:`MediaError` when there is none."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError(f"{path}: no audio track")
+            rate = int(container.streams.audio[0].rate)
+            chunks = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path}: cannot decode its audio ({exc})") from None
+    return (np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)), rate
+
+
 def write_wav(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int) -> None:
     """Write a mono float waveform in [-1, 1] as 16-bit PCM (samples clipped, then rounded
     to the nearest multiple of 1/32767)."""

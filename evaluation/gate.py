@@ -576,6 +576,21 @@ def decide(
 # --------------------------------------------------------------------------- entry point
 
 
+def _summary_sheet(metrics_path: str | os.PathLike, metrics: dict[str, Any]) -> Path | None:
+    """The evaluation's summary contact sheet named in metrics.json (``sheets.summary``,
+    relative to the file's folder), or None; a name that leaves that folder is ignored."""
+    from mavin_ops.safety import UnsafePath, safe_join
+
+    sheets = metrics.get("sheets")
+    if not isinstance(sheets, dict) or not isinstance(sheets.get("summary"), str):
+        return None
+    base = Path(metrics_path) if Path(metrics_path).is_dir() else Path(metrics_path).parent
+    try:
+        return safe_join(base, sheets["summary"], "contact sheet named in metrics.json")
+    except UnsafePath:
+        return None
+
+
 def run_gate(
     metrics_path: str | os.PathLike,
     policy_path: str | os.PathLike | None = None,
@@ -611,8 +626,9 @@ def run_gate(
     write_json(out / GATE_JSON, decision.to_dict())
     from mavin_ops.data.manifest import atomic_writer
 
+    sheet = _summary_sheet(metrics_path, challenger)
     with atomic_writer(out, GATE_HTML) as fh:
-        fh.write(render_gate_html(decision))
+        fh.write(render_gate_html(decision, sheet))
     _log_gate(decision, out, run_id, tracking_uri)
     return decision
 

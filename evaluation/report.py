@@ -10,6 +10,7 @@ the tolerance; an interval whose left end stays right of it passes non-regressio
 from __future__ import annotations
 
 import html
+from pathlib import Path
 import math
 from typing import TYPE_CHECKING
 
@@ -98,8 +99,23 @@ def interval_chart_svg(checks: list["MetricCheck"]) -> str:
     return "\n".join(out)
 
 
-def render_gate_html(decision: "GateDecision") -> str:
-    """The whole page as a string."""
+def _sheet_html(sheet: Path | None) -> str:
+    """The evaluation's summary contact sheet, embedded (the page stays one offline file)."""
+    if sheet is None or not sheet.is_file():
+        return ""
+    import base64
+
+    data = base64.b64encode(sheet.read_bytes()).decode("ascii")
+    return (
+        "<h2>What the model drew</h2><p class=\"muted\">Middle frame of every benchmark clip, truth above generated; "
+        f"one sheet per clip (references, frames per shot, waveforms) sits next to it in <code>{html.escape(str(sheet.parent))}</code>.</p>"
+        f'<img alt="benchmark contact sheet" style="max-width:100%;image-rendering:pixelated" src="data:image/png;base64,{data}">'
+    )
+
+
+def render_gate_html(decision: "GateDecision", sheet: Path | None = None) -> str:
+    """The whole page as a string; ``sheet``: the evaluation's summary contact sheet, shown
+    under the metrics when it exists."""
     verdict = decision.verdict
     champ = decision.champion
     if champ is None:
@@ -154,5 +170,6 @@ positive always means better. Non-regression passes when the interval's lower en
 </table>
 <h2>Intervals, in tolerances</h2>
 {interval_chart_svg(decision.checks)}
+{_sheet_html(sheet)}
 </body></html>
 """

@@ -521,9 +521,13 @@ def evaluate_dir(
     run_id: str | None = None,
     tracking_uri: str | None = None,
     limit: int | None = None,
+    sheets: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the generated clips in ``generated_dir`` against the benchmark split of
     ``benchmark_dir`` (``None``: the same directory, i.e. score the benchmark's own media).
+    With ``sheets`` (the default) a contact sheet per clip and a summary sheet go to
+    ``<out_dir>/sheets`` (evaluation/sheets.py), are named in metrics.json (``sheets``) and
+    are logged with the metrics.
 
     Every benchmark clip of the split must have a generated clip with the same id and the
     same frame count. Writes ``<out_dir>/metrics.json`` and, when an MLflow run is active or
@@ -562,12 +566,39 @@ def evaluate_dir(
         "split_clips": split_clips,
     }
     vals = read_val_metrics(val_metrics, tracking_uri)
-    clips = (_load_generated(gen_root, gen_rows[str(r["id"])], bench_root, r) for r in bench_rows)
+    clips = [_load_generated(gen_root, gen_rows[str(r["id"])], bench_root, r) for r in bench_rows]
     result = evaluate_clips(clips, cfg, benchmark=benchmark, val_metrics=vals)
     result["generated"] = {"path": str(gen_root.resolve()), "n_clips": len(bench_rows)}
+    if sheets:
+        result["sheets"] = _write_sheets(Path(out_dir), clips, bench_root, result)
     path = write_json(Path(out_dir) / METRICS_FILE, result)
     _log_metrics(result, path, run_id, tracking_uri)
     return result
+
+
+def _write_sheets(out_dir: Path, clips: list[_Clip], bench_root: Path, result: dict[str, Any]) -> dict[str, str]:
+    """A contact sheet per clip and a summary sheet under ``<out_dir>/sheets`` (evaluation/
+    sheets.py); returns their paths relative to ``out_dir`` for metrics.json."""
+    from mavin_ops.data import media
+    from mavin_ops.data.manifest import resolve_media
+
+    from .sheets import SHEETS_DIR, SUMMARY, clip_sheet, summary_sheet
+
+    folder = out_dir / SHEETS_DIR
+    by_id = {c["id"]: c["metrics"] for c in result["clips"]}
+    entries = []
+    for clip in clips:
+        truth, _ = media.read_video(resolve_media(bench_root, clip.row["video"]))
+        truth_audio, _ = media.read_wav(resolve_media(bench_root, clip.row["audio"]))
+        clip_sheet(
+            folder / f"{clip.id}.png", clip_id=clip.id, script=clip.script, truth=truth, generated=clip.frames,
+            fps=clip.fps, truth_audio=truth_audio, generated_audio=clip.waveform, sample_rate=clip.sample_rate,
+            ref_images=clip.ref_images, metrics=by_id.get(clip.id),
+        )
+        mid = len(truth) // 2
+        entries.append({"id": clip.id, "truth": truth[mid], "generated": clip.frames[min(mid, len(clip.frames) - 1)], "metrics": by_id.get(clip.id)})
+    summary_sheet(folder / SUMMARY, entries)
+    return {"dir": SHEETS_DIR, "summary": f"{SHEETS_DIR}/{SUMMARY}"}
 
 
 def _log_metrics(result: dict[str, Any], path: Path, run_id: str | None, tracking_uri: str | None) -> None:
@@ -593,7 +624,11 @@ def _log_metrics(result: dict[str, Any], path: Path, run_id: str | None, trackin
         for k, v in tags.items():
             client.set_tag(run_id, k, v)
         client.log_artifact(run_id, str(path), artifact_dir)
+        if result.get("sheets"):
+            client.log_artifacts(run_id, str(path.parent / result["sheets"]["dir"]), f"{artifact_dir}/{result['sheets']['dir']}")
         return
     mlflow.log_metrics(scalars)
     mlflow.set_tags(tags)
     mlflow.log_artifact(str(path), artifact_dir)
+    if result.get("sheets"):
+        mlflow.log_artifacts(str(path.parent / result["sheets"]["dir"]), f"{artifact_dir}/{result['sheets']['dir']}")

@@ -259,7 +259,8 @@ def _smoke(args: argparse.Namespace) -> int:
     except AssertionError as exc:
         raise UserError(str(exc)) from None
     print(f"served {args.name} version {res.version} answered `generate`: {out / 'smoke.mp4'} ({res.frames} frames "
-          f"{res.height}x{res.width}, {res.audio_samples} audio samples) from the script {out / 'scene'}")
+          f"{res.height}x{res.width}, {res.audio_samples} audio samples) from the script {out / 'scene'}; "
+          f"contact sheet: {out / 'smoke.png'}")
     return 0
 
 

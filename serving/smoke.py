@@ -51,6 +51,28 @@ def fetch_repository(store: str | Path, workdir: str | Path, *, name: str = "mav
     return repo
 
 
+def served_sheet(out: Path, mp4: Path, script_path: Path) -> Path:
+    """The contact sheet of a served clip (evaluation/sheets.py), next to its mp4: the frames
+    of each scripted shot and the waveform under the scripted dialogue, with the reference
+    images the script cites. A served clip has no ground truth to draw beside it."""
+    from mavin_ops.data import media, mtss
+    from mavin_ops.evaluation.sheets import clip_sheet
+
+    data = json.loads(Path(script_path).read_text(encoding="utf-8"))
+    script = mtss.parse_script(data)
+    frames, fps = media.read_video(mp4)
+    wave, rate = media.read_video_audio(mp4)
+    from mavin_ops.data.manifest import resolve_media
+
+    refs = {
+        ent.id: media.read_png(resolve_media(Path(script_path).parent, ent.reference_image))
+        for ent in script.customized_roles()
+        if ent.reference_image is not None
+    }
+    return clip_sheet(out, clip_id=script.clip_id, script=script, truth=None, generated=frames, fps=float(fps),
+                      truth_audio=None, generated_audio=wave, sample_rate=rate, ref_images=refs)
+
+
 def smoke_test(
     store: str | Path,
     *,
@@ -105,6 +127,8 @@ def smoke_test(
             frames, fps = read_video(out.path)
             if frames.shape[0] != want_frames or not np.isclose(float(fps), vc.fps):
                 raise AssertionError(f"smoke test: {out.path} reads back as {frames.shape[0]} frames at {fps} fps")
+            sheet = served_sheet(work / "smoke.png", out.path, script_path)
+            say(f"contact sheet of the served clip: {sheet}")
             # a script citing an undeclared entity must be refused by the server (4xx), not crash it
             bad = example_script(config, clip_id="smoke-bad")
             bad["shot"][0]["references_in_shot"].append("R9")

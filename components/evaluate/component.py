@@ -25,7 +25,8 @@ def evaluate(
     split) against ``benchmark``. ``config_path``: an evaluation config YAML ("" = the
     defaults). ``val_metrics``: the training run's validation losses, ``runs:/<run_id>`` or
     a metrics.json path ("" = none). Writes metrics.json to ``metrics_json``, the aggregate
-    means to the KFP ``metrics`` artifact, and logs a nested MLflow run ``evaluate``.
+    means to the KFP ``metrics`` artifact, and logs a nested MLflow run ``evaluate``. The
+    contact sheets (evaluation/sheets.py) go next to ``metrics_json`` and into that run.
     ``metrics_uri`` (``runs:/<evaluate run>/evaluation/metrics.json``) is what to record as
     the ``mavin.metrics_json`` tag of a model version registered from this evaluation, so a
     later gate can compare against it when it becomes the champion."""
@@ -52,6 +53,11 @@ def evaluate(
             )
             Path(metrics_json.path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(tmp) / "metrics.json", metrics_json.path)
+            if result.get("sheets"):
+                # next to metrics.json, where the gate page finds them (they are in MLflow too)
+                sheets = Path(metrics_json.path).parent / result["sheets"]["dir"]
+                shutil.rmtree(sheets, ignore_errors=True)
+                shutil.copytree(Path(tmp) / result["sheets"]["dir"], sheets)
     means = {k: v["mean"] for k, v in result["metrics"].items() if v.get("mean") is not None}
     for name, value in means.items():
         metrics.log_metric(name, float(value))

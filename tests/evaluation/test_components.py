@@ -54,6 +54,11 @@ def test_evaluate_then_gate_python_funcs(debug_dataset, tmp_path, mlflow_uri):
     by_step = {r.data.tags["mavin.step"]: r for r in steps}
     assert by_step["evaluate"].data.metrics["eval/sta"] == pytest.approx(1.0)
     assert by_step["gate"].data.metrics["gate/passed"] == 1.0
+    # the contact sheets: logged with the evaluate run, next to metrics.json, on the gate page
+    logged = [a.path for a in client.list_artifacts(by_step["evaluate"].info.run_id, "evaluation/sheets")]
+    assert "evaluation/sheets/summary.png" in logged and len(logged) == 3  # 2 clips + the summary
+    assert (Path(metrics_json.path).parent / "sheets" / "summary.png").is_file()
+    assert "What the model drew" in Path(report.path).read_text()
 
 
 def test_gate_component_reports_a_fail_without_raising(kit, tmp_path, mlflow_uri):
