@@ -521,11 +521,11 @@ def evaluate_dir(
     run_id: str | None = None,
     tracking_uri: str | None = None,
     limit: int | None = None,
-    sheets: bool = True,
+    sheets: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the generated clips in ``generated_dir`` against the benchmark split of
     ``benchmark_dir`` (``None``: the same directory, i.e. score the benchmark's own media).
-    With ``sheets`` (the default) a contact sheet per clip and a summary sheet go to
+    With ``sheets`` (as ``mavin-ops evaluate`` and the pipeline's evaluate step call it) a contact sheet per clip and a summary sheet go to
     ``<out_dir>/sheets`` (evaluation/sheets.py), are named in metrics.json (``sheets``) and
     are logged with the metrics.
 

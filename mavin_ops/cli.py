@@ -310,7 +310,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from mavin_ops.evaluation.runner import evaluate_dir
 
-    result = evaluate_dir(args.generated, args.benchmark, args.out, config=args.config, val_metrics=args.val_metrics)
+    result = evaluate_dir(args.generated, args.benchmark, args.out, config=args.config, val_metrics=args.val_metrics, sheets=args.sheets)
     means = {name: m.get("mean") for name, m in result["metrics"].items()}
     _print_json({"metrics_json": str(Path(args.out) / "metrics.json"), "benchmark": result["benchmark"], "means": means})
     return 0
@@ -640,6 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="output folder for metrics.json")
     ev.add_argument("--config", default=None, help="evaluation config YAML (default: evaluation/eval_config.yaml)")
     ev.add_argument("--val-metrics", default=None, help="validation flow-matching losses: a JSON file or runs:/<id>")
+    ev.add_argument(
+        "--sheets", action=argparse.BooleanOptionalAction, default=True,
+        help="draw a contact sheet per clip and a summary under <out>/sheets (default: on)",
+    )
     ev.set_defaults(func=_evaluate)
 
     gt = sub.add_parser("gate", help="decide the release gate: floors + non-regression vs the champion")

@@ -50,6 +50,7 @@ def evaluate(
                 config=config_path or None,
                 val_metrics=val_metrics or None,
                 limit=limit or None,
+                sheets=True,
             )
             Path(metrics_json.path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(tmp) / "metrics.json", metrics_json.path)

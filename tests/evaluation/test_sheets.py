@@ -21,7 +21,7 @@ def _png(path: Path) -> np.ndarray:
 
 
 def test_evaluation_writes_a_sheet_per_clip_and_a_summary(debug_dataset, tmp_path):
-    out = evaluate_dir(debug_dataset, None, tmp_path / "e")
+    out = evaluate_dir(debug_dataset, None, tmp_path / "e", sheets=True)
     ids = [c["id"] for c in out["clips"]]
     assert out["sheets"] == {"dir": "sheets", "summary": "sheets/summary.png"}
     sheets = tmp_path / "e" / "sheets"
@@ -34,13 +34,19 @@ def test_evaluation_writes_a_sheet_per_clip_and_a_summary(debug_dataset, tmp_pat
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["sheets"]["summary"] == "sheets/summary.png"
 
 
-def test_sheets_can_be_turned_off(debug_dataset, tmp_path):
-    out = evaluate_dir(debug_dataset, None, tmp_path / "e", sheets=False)
+def test_sheets_are_drawn_only_when_asked(debug_dataset, tmp_path):
+    from mavin_ops.cli import main
+
+    out = evaluate_dir(debug_dataset, None, tmp_path / "e")
     assert "sheets" not in out and not (tmp_path / "e" / "sheets").exists()
+    assert main(["evaluate", str(debug_dataset), "--out", str(tmp_path / "cli")]) == 0  # the command draws them
+    assert (tmp_path / "cli" / "sheets" / "summary.png").is_file()
+    assert main(["evaluate", str(debug_dataset), "--out", str(tmp_path / "off"), "--no-sheets"]) == 0
+    assert not (tmp_path / "off" / "sheets").exists()
 
 
 def test_gate_page_shows_the_summary_sheet_and_ignores_a_name_outside(debug_dataset, tmp_path):
-    evaluate_dir(debug_dataset, None, tmp_path / "e")
+    evaluate_dir(debug_dataset, None, tmp_path / "e", sheets=True)
     G.run_gate(tmp_path / "e" / "metrics.json", None, tmp_path / "g", champion_metrics_path=tmp_path / "e" / "metrics.json")
     page = (tmp_path / "g" / "gate.html").read_text()
     assert "What the model drew" in page and 'src="data:image/png;base64,' in page
