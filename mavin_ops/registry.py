@@ -182,7 +182,7 @@ def _settle(model: str) -> None:
     under the lock and before the next move, so a later move cannot change its reading."""
     stored = _client().get_registered_model(model).tags
     for record in history(model):
-        if '"state": "pending"' in stored.get(f"{AUDIT_PREFIX}{record.key}", ""):
+        if json.loads(stored.get(f"{AUDIT_PREFIX}{record.key}", "{}")).get("state") == "pending":
             _append(model, record)  # history() resolved it; same key, now final
 
 
