@@ -1,18 +1,23 @@
-"""Proof that training learns: STA and TAMS of generated benchmark clips, trained vs untrained
-vs the "w/o BTR" ablation (boundary routing off, MAVIN Table 2).
+"""Proof that training learns, and MAVIN Table 2's ablations: every metric the evaluation
+computes on generated benchmark clips, for the recipe, three ablations, the untrained model
+and the ground truth, all in one run, with the default gate policy's verdict on each.
 
 1. Generate the synthetic dataset of the preset (seed 0), or read ``--data``.
-2. Train the preset's recipe through all four stages (id -> multishot -> av -> joint).
-3. Train the same recipe with boundary-aware routing off (``routing.boundary_routing=False``).
-4. For the untrained model (seeded init), both trained models, and the ground-truth clips
+2. Train the preset's recipe through all four stages (id -> multishot -> av -> joint), and the
+   same recipe three times with one part off: "w/o BTR" (boundary routing off and A/V
+   cross-attention over the whole clip), "w/o IM" (identity masks off), "w/o reference
+   anchors" (no reference image or voice reaches the model).
+3. For the untrained model (seeded init), every trained model, and the ground-truth clips
    themselves (the evaluator's ceiling), generate every ``eval`` clip from its script and
-   reference media and score it with ``mavin_ops.evaluation`` (STA: MAVIN eq. S9, TAMS: S7).
+   reference media and score it with ``mavin_ops.evaluation`` against the benchmark clips
+   (STA eq. S9, TAMS eq. S7, CISC/BISC eq. S8, VC, AC, character presence, the world
+   encoder's Fréchet distance), then apply the default gate policy (floors only).
 
-Writes a JSON result and prints a Markdown table with the wall time of every phase.
+Writes a JSON result and prints a Markdown table with every metric, identity first.
 
 Usage: .venv/bin/python bench/learn.py [--preset tiny] [--threads 2] [--steps-scale 1.0]
                                        [--clips 32] [--sample-steps 25] [--data DIR] [--work DIR]
-                                       [--variants trained,nobtr] [--out bench/results/learn.json]
+                                       [--variants trained,nobtr,noim,noanchors] [--out bench/results/learn.json]
 
 Training resumes: with the same ``--work`` folder, finished stages are not trained again.
 """
@@ -63,11 +68,35 @@ def _generate(model: Any, clips: list[Any], sample_steps: int, seed: int) -> lis
     return out
 
 
-def _score(clips: list[Any]) -> dict[str, float | None]:
+def _score(clips: list[Any], truth: list[Any]) -> dict[str, Any]:
+    """Every metric the evaluation computes (against the benchmark clips as truth) and the
+    default gate policy's verdict on them (no champion: floors only)."""
+    from mavin_ops.evaluation import gate
     from mavin_ops.evaluation.runner import evaluate_clips
 
-    res = evaluate_clips(clips)
-    return {k: res["metrics"][k]["mean"] for k in ("sta", "tams", "shot_boundary_deviation", "cisc", "bisc", "vc", "ac") if k in res["metrics"]}
+    res = evaluate_clips(clips, truth={c.id: c for c in truth})
+    out: dict[str, Any] = {k: v["mean"] for k, v in res["metrics"].items()}
+    decision = gate.decide(res, gate.load_policy())
+    out["gate"] = "pass" if decision.passed else "fail: " + ", ".join(c.name for c in decision.checks if not c.passed)
+    out["_references"] = res.get("references")
+    return out
+
+
+#: Table columns, the metrics a person would look at first (identity, then what is drawn) first.
+COLUMNS = (
+    ("ac", "AC"), ("vc", "VC"), ("character_recall", "char. recall"), ("character_precision", "char. precision"),
+    ("cisc", "CISC"), ("fidelity_fd", "FD (lower is better)"), ("bisc", "BISC"), ("sta", "STA"), ("tams", "TAMS"),
+    ("shot_boundary_deviation", "shot bnd. dev. (frames)"), ("shot_boundary_unmatched", "missed + extra cuts"),
+)
+
+
+def markdown_table(scores: dict[str, dict[str, Any]]) -> str:
+    """Every metric of every model, and the default gate's verdict."""
+    f = lambda v: "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["| model | " + " | ".join(label for _, label in COLUMNS) + " | gate (default policy) |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for name, s in scores.items():
+        lines.append(f"| {name} | " + " | ".join(f(s.get(k)) for k, _ in COLUMNS) + f" | {s.get('gate', '')} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-steps", type=int, default=None, help="Euler steps per generated clip (default: the model's)")
     p.add_argument("--data", default=None)
     p.add_argument("--work", default=None, help="keep checkpoints here (default: a temporary folder)")
-    p.add_argument("--variants", default="trained,nobtr", help="which trained models: trained (the recipe), nobtr (the ablation)")
+    p.add_argument(
+        "--variants",
+        default="trained,nobtr,noim,noanchors",
+        help="which trained models: trained (the recipe), nobtr (w/o BTR: boundary routing off and A/V cross-attention "
+        "over the whole clip), noim (w/o IM: identity masks off), noanchors (w/o reference anchors)",
+    )
     p.add_argument("--out", default="bench/results/learn.json")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -104,17 +138,22 @@ def main(argv: list[str] | None = None) -> int:
 
         base_cfg = mconfig.preset(a.preset)
         wanted = set(a.variants.split(","))
-        variants = {}
-        if "trained" in wanted:
-            variants["trained"] = base_cfg
-        if "nobtr" in wanted:
-            variants["w/o BTR (trained, routing off)"] = base_cfg.replace(**{"routing.boundary_routing": False})
+        ablations = {
+            "trained": ("trained, four stages", {}),
+            "nobtr": ("w/o BTR (routing off)", {"routing.boundary_routing": False, "routing.cross_modal_scope": "clip"}),
+            "noim": ("w/o IM (identity masks off)", {"routing.identity_mask": False}),
+            "noanchors": ("w/o reference anchors", {"denoiser.reference_anchors": False}),
+        }
+        unknown = wanted - set(ablations)
+        if unknown:
+            p.error(f"--variants: unknown {', '.join(sorted(unknown))}; use {', '.join(ablations)}")
+        variants = {key: (label, base_cfg.replace(**changes)) for key, (label, changes) in ablations.items() if key in wanted}
         models: dict[str, Any] = {}
         losses: dict[str, list[float]] = {}
-        for name, cfg in variants.items():
+        for key, (name, cfg) in variants.items():
             t = time.perf_counter()
             adapter = MavinAdapter(a.preset, config=cfg)
-            root = work / ("ckpt-" + ("btr" if cfg.routing.boundary_routing else "nobtr"))
+            root = work / f"ckpt-{key}"
             init = None
             for stage in STAGES:  # each stage from the previous one's final checkpoint
                 res = train_stage(
@@ -131,13 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         clips = _eval_clips(data, a.clips)
         scores: dict[str, dict[str, float | None]] = {}
         t = time.perf_counter()
-        scores["ground truth clips (evaluator ceiling)"] = _score(clips)
+        scores["ground truth clips (evaluator ceiling)"] = _score(clips, clips)
         timings["score ground truth"] = time.perf_counter() - t
         for name, model in models.items():
             t = time.perf_counter()
             with torch.no_grad():
                 gen = _generate(model, clips, a.sample_steps or base_cfg.flow.sample_steps, seed=0)
-            scores[name] = _score(gen)
+            scores[name] = _score(gen, clips)
             timings[f"generate+score {name}"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_all
     result = {
@@ -154,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
-    print("\n| model | STA | TAMS | shot bnd. dev. (frames) |\n|---|---|---|---|")
-    for name, s in scores.items():
-        f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-        print(f"| {name} | {f(s.get('sta'))} | {f(s.get('tams'))} | {f(s.get('shot_boundary_deviation'))} |")
+    print(markdown_table(scores))
     return 0
 
 

@@ -20,7 +20,14 @@ For every metric in the policy:
    ...). The mean is recomputed from the clip values; an aggregate that disagrees with them,
    or is not a real number, fails. The challenger's aggregate value must exist and be finite,
    and no clip may be NaN.
-2. Floor: ``mean >= min`` and / or ``mean <= max``.
+2. Floor: ``mean >= min`` and / or ``mean <= max``. A floor can also be stated as a
+   principle instead of a number: ``of_truth: f`` (higher-is-better metrics) puts the floor
+   at ``f`` times what the benchmark's own ground truth scores on the same metric, and
+   ``of_shuffled: f`` (lower-is-better metrics) puts the ceiling at ``f`` times what the
+   ground truth with every frame's pixels shuffled scores (the right colours, nothing
+   drawn); both reference scores come from the ``references`` section the evaluation writes
+   on the same benchmark with the same detectors and encoder. With ``min`` too, the higher
+   floor applies.
 3. Non-regression (when a champion exists and the metric has a ``tolerance``): per clip,
    ``d = challenger - champion`` oriented so that positive is better (negated for
    lower-is-better metrics); ``B`` resamples of the clips with replacement (fixed seed) give
@@ -30,7 +37,7 @@ For every metric in the policy:
    metrics (validation losses) have one value per run and are compared directly.
 
 The whole gate fails with a reason when the challenger has no benchmark clips, or when the
-champion was evaluated on a different benchmark (digest). With no champion (no registered
+champion was evaluated on a different benchmark (digest) or with another world encoder. With no champion (no registered
 model, or no ``champion`` alias) only the floors apply.
 
 The champion's per-clip metrics.json is found from the model version behind the alias: the
@@ -84,7 +91,9 @@ METRICS_ARTIFACT = "evaluation/metrics.json"
 GATE_JSON = "gate.json"
 GATE_HTML = "gate.html"
 
-_RULE_KEYS = ("min", "max", "tolerance", "coverage")
+_RULE_KEYS = ("min", "max", "tolerance", "coverage", "of_truth", "of_shuffled")
+#: Where each principle-based floor's reference score is read in metrics.json ``references``.
+_REFERENCE_OF = {"of_truth": "ground_truth", "of_shuffled": "shuffled"}
 _BOOTSTRAP_KEYS = ("resamples", "confidence", "seed")
 
 
@@ -106,6 +115,8 @@ class MetricRule:
     max: float | None = None
     tolerance: float | None = None
     coverage: float | None = None
+    of_truth: float | None = None
+    of_shuffled: float | None = None
 
     @property
     def higher_is_better(self) -> bool:
@@ -176,15 +187,26 @@ def parse_policy(data: Any, source: str = "<memory>") -> GatePolicy:
             if key not in _RULE_KEYS:
                 raise PolicyError(f"{where}.{key}: unknown key; allowed: {', '.join(_RULE_KEYS)}")
         vals = {k: (None if rule.get(k) is None else _number(rule[k], f"{where}.{k}")) for k in _RULE_KEYS}
-        if all(vals[k] is None for k in ("min", "max", "tolerance")):
-            raise PolicyError(f"{where}: the rule sets nothing; give a min, a max or a tolerance")
+        if all(vals[k] is None for k in ("min", "max", "tolerance", "of_truth", "of_shuffled")):
+            raise PolicyError(f"{where}: the rule sets nothing; give a min, a max, an of_truth / of_shuffled or a tolerance")
+        higher = METRICS[name].higher_is_better
+        for key, wants_higher in (("of_truth", True), ("of_shuffled", False)):
+            if vals[key] is None:
+                continue
+            if higher != wants_higher:
+                raise PolicyError(
+                    f"{where}.{key}: {name} is {'higher' if higher else 'lower'} is better; use "
+                    f"{'of_truth (a floor)' if higher else 'of_shuffled (a ceiling)'} for it"
+                )
+            if not 0.0 < vals[key] <= 1.0:
+                raise PolicyError(f"{where}.{key}: expected a fraction in (0, 1], got {vals[key]}")
         if vals["coverage"] is not None and not 0.0 < vals["coverage"] <= 1.0:
             raise PolicyError(f"{where}.coverage: expected a share in (0, 1], got {vals['coverage']}")
         if vals["tolerance"] is not None and vals["tolerance"] < 0:
             raise PolicyError(f"{where}.tolerance: must be >= 0, got {vals['tolerance']}")
         if vals["min"] is not None and vals["max"] is not None and vals["min"] > vals["max"]:
             raise PolicyError(f"{where}: min {vals['min']} is above max {vals['max']}")
-        rules.append(MetricRule(str(name), vals["min"], vals["max"], vals["tolerance"], vals["coverage"]))
+        rules.append(MetricRule(str(name), **{k: vals[k] for k in _RULE_KEYS}))
     return GatePolicy(tuple(rules), int(resamples), float(confidence), int(seed), source)
 
 
@@ -314,6 +336,7 @@ class MetricCheck:
     floor_min: float | None
     floor_max: float | None
     tolerance: float | None
+    floor_rule: str = ""  # how a principle-based floor was set, e.g. "0.7 x ground truth 0.96"
     challenger: float | None = None
     challenger_count: int = 0
     champion: float | None = None
@@ -373,7 +396,7 @@ def _is_real(v: Any) -> bool:
 
 #: The metrics a benchmark clip's script can rule out (the runner's ``not_applicable``); a
 #: metrics file that marks any other metric not applicable is not believed.
-MAY_NOT_APPLY = frozenset({"shot_boundary_deviation", "cisc", "bisc", "vc", "ac"})
+MAY_NOT_APPLY = frozenset({"shot_boundary_deviation", "cisc", "bisc", "vc", "ac", "character_recall", "character_precision"})
 
 
 def _coverage(rule: MetricRule, chal: dict[str, Any]) -> tuple[list[str], dict[str, float], list[str]]:
@@ -442,14 +465,33 @@ def _check_metric(
     if chk.reasons:
         return chk
 
+    for key, ref_name in _REFERENCE_OF.items():
+        fraction = getattr(rule, key)
+        if fraction is None:
+            continue
+        ref = ((chal.get("references") or {}).get(ref_name) or {}).get(rule.name)
+        if not _is_real(ref) or _is_nan(ref):
+            chk.reasons.append(
+                f"{rule.name}: the metrics.json has no {ref_name.replace('_', ' ')} reference score to set the floor "
+                f"{key}: {fraction:g} from; re-run the evaluation against the benchmark"
+            )
+            return chk
+        bound = fraction * float(ref)
+        chk.floor_rule = f"{fraction:g} x {ref_name.replace('_', ' ')} {float(ref):.4g}"
+        if key == "of_truth":
+            chk.floor_min = bound if chk.floor_min is None else max(chk.floor_min, bound)
+        else:
+            chk.floor_max = bound if chk.floor_max is None else min(chk.floor_max, bound)
+
     value = float(chk.challenger)
     chk.floor_ok = True
-    if rule.min is not None and value < rule.min:
+    how = f" ({chk.floor_rule})" if chk.floor_rule else ""
+    if chk.floor_min is not None and value < chk.floor_min:
         chk.floor_ok = False
-        chk.reasons.append(f"{rule.name}: {value:.4g} is below the floor {rule.min:.4g}")
-    if rule.max is not None and value > rule.max:
+        chk.reasons.append(f"{rule.name}: {value:.4g} is below the floor {chk.floor_min:.4g}{how}")
+    if chk.floor_max is not None and value > chk.floor_max:
         chk.floor_ok = False
-        chk.reasons.append(f"{rule.name}: {value:.4g} is above the ceiling {rule.max:.4g}")
+        chk.reasons.append(f"{rule.name}: {value:.4g} is above the ceiling {chk.floor_max:.4g}{how}")
 
     if champ is not None and rule.tolerance is not None:
         cagg = champ.get("metrics", {}).get(rule.name)
@@ -548,6 +590,14 @@ def decide(
                 reasons.append(
                     f"benchmark mismatch: challenger evaluated on {bench.get('id')} ({str(bench.get('digest'))[:12]}), "
                     f"champion v{champion.version} on {cb.get('id')} ({str(cb.get('digest'))[:12]}); re-evaluate the champion on this benchmark"
+                )
+                champ_metrics = None
+            elif (champ_metrics or {}).get("encoder", {}).get("sha256") != challenger.get("encoder", {}).get("sha256"):
+                theirs_enc = str((champ_metrics or {}).get("encoder", {}).get("sha256") or "none")[:12]
+                mine_enc = str(challenger.get("encoder", {}).get("sha256") or "none")[:12]
+                reasons.append(
+                    f"world encoder mismatch: challenger evaluated with encoder {mine_enc}, champion v{champion.version} with "
+                    f"{theirs_enc}; re-evaluate the champion with this encoder"
                 )
                 champ_metrics = None
             else:

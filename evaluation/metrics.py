@@ -64,7 +64,7 @@ DEFAULT_STA_DELTA_SECONDS = 0.5
 class MetricInfo:
     """What a metric name means: ``higher_is_better`` orients the gate's comparisons;
     ``per_clip`` metrics have a value per benchmark clip (bootstrap-able), the others are one
-    number for the whole run (the training code's validation losses)."""
+    number for the whole run (the training code's validation losses, the Fréchet distance)."""
 
     name: str
     higher_is_better: bool
@@ -84,6 +84,9 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("bisc", True, True, "Background Inter-shot Consistency (MAVIN eq. S8)"),
         MetricInfo("vc", True, True, "Visual Consistency of customized roles to their reference image"),
         MetricInfo("ac", True, True, "Audio Consistency of customized roles to their reference voice"),
+        MetricInfo("character_recall", True, True, "share of the scripted (shot, role) pairs whose character the world encoder sees drawn"),
+        MetricInfo("character_precision", True, True, "share of the (shot, role) pairs the world encoder sees drawn that the script puts there"),
+        MetricInfo("fidelity_fd", False, False, "Frechet distance of generated to benchmark frames in the world encoder's feature space"),
         MetricInfo("val_loss_video", False, False, "validation flow-matching loss, video tower"),
         MetricInfo("val_loss_audio", False, False, "validation flow-matching loss, audio tower"),
     )

@@ -49,7 +49,10 @@ def _floor_text(chk: "MetricCheck") -> str:
         parts.append(f"&ge; {_fmt(chk.floor_min)}")
     if chk.floor_max is not None:
         parts.append(f"&le; {_fmt(chk.floor_max)}")
-    return " and ".join(parts) or "&ndash;"
+    text = " and ".join(parts) or "&ndash;"
+    if getattr(chk, "floor_rule", ""):
+        text += f"<br><small>{html.escape(chk.floor_rule)}</small>"
+    return text
 
 
 def interval_chart_svg(checks: list["MetricCheck"]) -> str:

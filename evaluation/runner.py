@@ -15,18 +15,28 @@ Per clip (definitions in :mod:`mavin_ops.evaluation.metrics`):
 - ``sta``, ``shot_boundary_deviation``, ``shot_boundary_unmatched``: detected cuts vs the
   script's shot starts (frame ``round(start * fps)``);
 - ``tams``: detected speech vs the union of the script's dialogue intervals;
-- ``cisc``: over every pair of shots that cite the same character (person, animal or
-  object) and every such shared character, the cosine of that character's features in the
-  two shots; a character the script puts in a shot but whose region shows nothing of it
-  scores 0 against the other shot;
-- ``bisc``: over every pair of shots that cite the same ``scene`` entity, the cosine of
-  their background features;
+- ``cisc`` (MAVIN eq. S8): over every pair of shots that cite the same character (person,
+  animal or object), one term per pair and shared character: the cosine of the two shots'
+  whole-shot features p_i (the world encoder's frame embedding averaged over the shot),
+  counted only where the encoder sees that character drawn in both shots (by its reference
+  image, else by its kind) and 0 otherwise; so the same noise in every shot scores 0, not 1.
+  With ``shot_consistency: regions`` the older per-region colour features are used instead;
+- ``bisc``: the same over pairs of shots that cite the same ``scene`` entity, counted where
+  the encoder sees a drawn scene in both shots;
+- ``character_recall`` / ``character_precision``: over (shot, customized role with a reference
+  image) pairs of every shot, whether the encoder sees the role drawn there against whether
+  the script puts it there;
 - ``vc``: per customized role with a reference image, the mean over the shots it is in of
   the cosine between its look there and the reference image's look; the clip's value is
   the mean over roles;
 - ``ac``: per customized role with a reference voice, the cosine between the voice inside
   its dialogue intervals (minus times another role speaks) and the reference voice; silence
   there scores 0; the clip's value is the mean over roles.
+
+Per run, with the benchmark's own clips as ``truth``: ``fidelity_fd``, the Fréchet distance of
+the generated frames to the benchmark's frames in the world encoder's feature space, and the
+``references`` section: every metric of the ground truth itself and of the ground truth with
+its pixels shuffled, which the gate's principle-based floors are fractions of.
 
 Undefined values (no pairs, no customized role) are ``null`` with the reason in
 ``notes``; aggregation leaves them out and counts what it used.
@@ -70,7 +80,7 @@ PER_CLIP_METRICS = tuple(name for name, info in M.METRICS.items() if info.per_cl
 RUN_METRICS = tuple(name for name, info in M.METRICS.items() if not info.per_clip)
 CHARACTER_CATEGORIES = ("person", "animal", "object")
 #: Keys the runner accepts from the training code's validation metrics.
-VAL_KEYS = RUN_METRICS
+VAL_KEYS = ("val_loss_video", "val_loss_audio")
 
 
 class EvaluationError(ValueError):
@@ -113,6 +123,13 @@ class EvalConfig:
         default_factory=lambda: {"wall_fraction": 0.6, "min_share": 0.02, "tol": 4.0, "coverage": 0.9}
     )
     detectors: dict[str, Any] = field(default_factory=dict)
+    #: The world encoder file (evaluation/encoder.py); None: the shipped one. ``""`` turns the
+    #: encoder metrics off (fidelity, character presence; CISC/BISC fall back to regions).
+    encoder: str | None = None
+    #: CISC/BISC features: ``encoder`` (MAVIN eq. S8: whole-shot encoder features, a pair's
+    #: term counts only where the encoder sees the character / a drawn scene in both shots)
+    #: or ``regions`` (per-region features of the ``cisc_features`` / ``shot_features`` kind).
+    shot_consistency: str = "encoder"
 
     def delta(self, fps: float) -> int:
         if self.sta_delta_frames is not None:
@@ -160,6 +177,10 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | EvalConfig | Non
         cfg.regions = {**EvalConfig().regions, **regions}
     if cfg.cisc_features not in ("look", "shot_features"):
         raise EvaluationError(f"{source}: cisc_features: '{cfg.cisc_features}' is not 'look' or 'shot_features'")
+    if cfg.shot_consistency not in ("encoder", "regions"):
+        raise EvaluationError(f"{source}: shot_consistency: '{cfg.shot_consistency}' is not 'encoder' or 'regions'")
+    if cfg.encoder is not None and not isinstance(cfg.encoder, str):
+        raise EvaluationError(f"{source}: encoder: expected a file path (or null for the shipped encoder), got {cfg.encoder!r}")
     if cfg.sta_delta_frames is not None and (not isinstance(cfg.sta_delta_frames, int) or cfg.sta_delta_frames < 1):
         raise EvaluationError(f"{source}: sta_delta_frames: expected a positive integer, got {cfg.sta_delta_frames!r}")
     if not (isinstance(cfg.sta_delta_seconds, (int, float)) and cfg.sta_delta_seconds > 0):
@@ -206,8 +227,10 @@ def _cos_or_zero(a: np.ndarray | None, b: np.ndarray | None) -> float:
     return M.cosine(a, b)
 
 
-def evaluate_clip(clip: ClipLike, suite: DetectorSuite, config: EvalConfig | None = None) -> dict[str, Any]:
-    """Every per-clip metric of one clip: ``{"id", "metrics", "notes", "details"}``."""
+def evaluate_clip(clip: ClipLike, suite: DetectorSuite, config: EvalConfig | None = None, encoder: Any = None) -> dict[str, Any]:
+    """Every per-clip metric of one clip: ``{"id", "metrics", "notes", "details"}``.
+    ``encoder`` (a :class:`~mavin_ops.evaluation.encoder.WorldEncoder`) adds character
+    presence and the encoder's CISC/BISC; without it those are left undefined."""
     cfg = config or EvalConfig()
     script = clip.script
     frames = np.asarray(clip.frames)
@@ -283,8 +306,52 @@ def evaluate_clip(clip: ClipLike, suite: DetectorSuite, config: EvalConfig | Non
     if localised and not all(localised):
         details["localised_shots"] = localised
 
-    # -- CISC / BISC (MAVIN eq. S8)
+    # -- what the world encoder sees (evaluation/encoder.py), per shot: its whole-shot feature
+    #    p_i, whether a scene of the world is drawn, and which characters are drawn
     shots = [s for s, (a, b) in zip(script.shot, ranges) if b > a]
+    ref_images = getattr(clip, "ref_images", {}) or {}
+    ref_audio = getattr(clip, "ref_audio", {}) or {}
+    with_ref = [e.id for e in script.customized_roles() if ref_images.get(e.id) is not None]
+    scripted_pairs = {(s.id, rid) for s in shots for rid in with_ref if rid in s.references_in_shot}
+    use_encoder = encoder is not None and cfg.shot_consistency == "encoder"
+    if encoder is not None:
+        from mavin_ops.evaluation.encoder import SPECIES
+
+        entities = ((clip.row or {}).get("world") or {}).get("entities") or {}
+        seen = {s.id: encoder.shot_summary(frames[a:b], {r: ref_images[r] for r in with_ref}) for s, (a, b) in zip(script.shot, ranges) if b > a}
+        p_shot = {sid: v["feature"] for sid, v in seen.items()}
+        scene_p = {sid: v["scene"] for sid, v in seen.items()}
+        species_p = {sid: v["species"] for sid, v in seen.items()}
+        presence = {(sid, rid): p for sid, v in seen.items() for rid, p in v["presence"].items()}
+
+        def drawn(sid: str, rid: str) -> bool:
+            """Is character ``rid`` drawn in shot ``sid``: by its reference image, else by its
+            kind (the world's species), else a drawn scene is all that can be asked."""
+            if (sid, rid) in presence:
+                return presence[(sid, rid)] >= 0.5
+            kind = (entities.get(rid) or {}).get("species")
+            if kind in SPECIES:
+                return bool(species_p[sid][SPECIES.index(kind)] >= 0.5)
+            return scene_p[sid] >= 0.5
+
+        predicted = {k for k, v in presence.items() if v >= 0.5}
+        hits = len(scripted_pairs & predicted)
+        values["character_recall"] = hits / len(scripted_pairs) if scripted_pairs else None
+        values["character_precision"] = hits / len(predicted) if predicted else None
+        if scripted_pairs and not predicted:
+            notes["character_precision"] = "the encoder sees no customized role drawn in any shot"
+        details["presence"] = {f"{sid}/{rid}": round(v, 4) for (sid, rid), v in sorted(presence.items())}
+        details["scene_drawn"] = {sid: round(v, 4) for sid, v in scene_p.items()}
+    else:
+        values["character_recall"] = values["character_precision"] = None
+        notes["character_recall"] = notes["character_precision"] = "no world encoder (evaluation config encoder: '')"
+    if not scripted_pairs:
+        notes["character_recall"] = notes["character_precision"] = "no customized role with a reference image appears in a shot"
+
+    # -- CISC / BISC (MAVIN eq. S8): over shot pairs that share a character (one term per pair
+    #    and character) / a background. With the encoder, the cosine of whole-shot features,
+    #    counted only where the character (the scene) is drawn in both shots: 0 otherwise, so
+    #    noise the same in every shot is no consistency.
     cisc_pairs: list[M.PairScore] = []
     bisc_pairs: list[M.PairScore] = []
     for si, sj in itertools.combinations(shots, 2):
@@ -292,10 +359,17 @@ def evaluate_clip(clip: ClipLike, suite: DetectorSuite, config: EvalConfig | Non
         for rid in shared:
             cat = categories.get(rid)
             if cat in CHARACTER_CATEGORIES:
-                cos = _cos_or_zero(char_feat.get((si.id, rid)), char_feat.get((sj.id, rid)))
+                if use_encoder:
+                    cos = M.cosine(p_shot[si.id], p_shot[sj.id]) if drawn(si.id, rid) and drawn(sj.id, rid) else 0.0
+                else:
+                    cos = _cos_or_zero(char_feat.get((si.id, rid)), char_feat.get((sj.id, rid)))
                 cisc_pairs.append(M.PairScore(si.id, sj.id, rid, cos))
             elif cat == "scene":
-                bisc_pairs.append(M.PairScore(si.id, sj.id, rid, M.cosine(bg_feat[si.id], bg_feat[sj.id])))
+                if use_encoder:
+                    cos = M.cosine(p_shot[si.id], p_shot[sj.id]) if min(scene_p[si.id], scene_p[sj.id]) >= 0.5 else 0.0
+                else:
+                    cos = M.cosine(bg_feat[si.id], bg_feat[sj.id])
+                bisc_pairs.append(M.PairScore(si.id, sj.id, rid, cos))
     values["cisc"] = M.pair_consistency(cisc_pairs)
     values["bisc"] = M.pair_consistency(bisc_pairs)
     if not cisc_pairs:
@@ -308,8 +382,6 @@ def evaluate_clip(clip: ClipLike, suite: DetectorSuite, config: EvalConfig | Non
     # -- identity: VC (look vs reference image), AC (voice vs reference voice)
     vc_roles: dict[str, float] = {}
     ac_roles: dict[str, float] = {}
-    ref_images = getattr(clip, "ref_images", {}) or {}
-    ref_audio = getattr(clip, "ref_audio", {}) or {}
     for ent in script.customized_roles():
         rid = ent.id
         img = ref_images.get(rid)
@@ -347,6 +419,8 @@ def evaluate_clip(clip: ClipLike, suite: DetectorSuite, config: EvalConfig | Non
             ("bisc", bool(bisc_pairs)),
             ("vc", any(ref_images.get(e.id) is not None and any(e.id in s.references_in_shot for s in shots) for e in script.customized_roles())),
             ("ac", any(ref_audio.get(e.id) is not None and any(d.speaker == e.id for d in dialogue) for e in script.customized_roles())),
+            ("character_recall", bool(scripted_pairs)),
+            ("character_precision", bool(scripted_pairs)),
         )
         if not applies
     )
@@ -356,6 +430,27 @@ def evaluate_clip(clip: ClipLike, suite: DetectorSuite, config: EvalConfig | Non
 # --------------------------------------------------------------------------- many clips
 
 
+def load_world_encoder(cfg: EvalConfig) -> Any:
+    """The config's world encoder (None when turned off with ``encoder: ''``)."""
+    from mavin_ops.evaluation.encoder import EncoderError, load_encoder
+
+    if cfg.encoder == "":
+        return None
+    try:
+        return load_encoder(cfg.encoder)
+    except EncoderError as exc:
+        raise EvaluationError(f"evaluation config encoder: {exc}") from None
+
+
+def _as_clip(clip: ClipLike, frames: np.ndarray) -> "_Clip":
+    return _Clip(str(clip.id), frames, np.asarray(clip.waveform), int(clip.sample_rate), int(clip.fps), clip.script,
+                 dict(clip.row or {}), dict(getattr(clip, "ref_images", {}) or {}), dict(getattr(clip, "ref_audio", {}) or {}))
+
+
+def _frames_features(encoder: Any, clips: Iterable[ClipLike]) -> np.ndarray:
+    return np.concatenate([encoder.features(np.asarray(c.frames)) for c in clips])
+
+
 def evaluate_clips(
     clips: Iterable[ClipLike],
     config: EvalConfig | Mapping[str, Any] | str | os.PathLike | None = None,
@@ -363,29 +458,69 @@ def evaluate_clips(
     benchmark: Mapping[str, Any] | None = None,
     val_metrics: Mapping[str, Any] | None = None,
     suite: DetectorSuite | None = None,
+    truth: Mapping[str, ClipLike] | None = None,
+    encoder: Any = None,
 ) -> dict[str, Any]:
     """Score clips and aggregate: returns the metrics.json content (see
     :mod:`mavin_ops.evaluation.results`). ``benchmark`` (id, digest) defaults to a digest of
-    the clips' rows; ``val_metrics`` are passed through as run-level metrics."""
+    the clips' rows; ``val_metrics`` are passed through as run-level metrics.
+
+    ``truth`` (the benchmark's own clips by id) adds the Fréchet distance of the generated
+    frames to the benchmark's (``fidelity_fd``) and the ``references`` section: the same
+    metrics of the ground truth itself (the ceiling a floor can be a fraction of) and of the
+    ground truth with every frame's pixels shuffled (the right colours, nothing drawn)."""
     cfg = load_config(config)
     suite = suite or build_suite(cfg.detectors)
-    per_clip = []
-    rows = []
-    for clip in clips:
-        per_clip.append(evaluate_clip(clip, suite, cfg))
-        rows.append(dict(clip.row or {"id": clip.id}, script=clip.script.to_dict()))
-    agg = M.aggregate([c["metrics"] for c in per_clip], PER_CLIP_METRICS)
-    for name in RUN_METRICS:
+    encoder = encoder if encoder is not None else load_world_encoder(cfg)
+    clips = list(clips)
+
+    def score(items: list[ClipLike]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        per = [evaluate_clip(c, suite, cfg, encoder) for c in items]
+        return per, M.aggregate([c["metrics"] for c in per], PER_CLIP_METRICS)
+
+    per_clip, agg = score(clips)
+    rows = [dict(clip.row or {"id": clip.id}, script=clip.script.to_dict()) for clip in clips]
+    for name in VAL_KEYS:
         v = (val_metrics or {}).get(name)
         if v is not None:
             agg[name] = {"mean": float(v), "count": 1, "missing": 0, "per_clip": False}
+    references: dict[str, Any] = {}
+    if truth is not None and encoder is not None:
+        missing = [str(c.id) for c in clips if str(c.id) not in truth]
+        if missing:
+            raise EvaluationError(f"no ground-truth clip for {', '.join(missing[:5])}; pass the benchmark's clips as truth")
+        gt = [truth[str(c.id)] for c in clips]
+        rng = np.random.default_rng(0)
+        from mavin_ops.evaluation.encoder import shuffle_pixels
+
+        shuffled = [_as_clip(c, shuffle_pixels(np.asarray(c.frames), rng)) for c in gt]
+        gt_feat = _frames_features(encoder, gt)
+        for name, items in (("ground_truth", gt), ("shuffled", shuffled)):
+            ref_agg = score(items)[1]
+            means = {k: v.get("mean") for k, v in ref_agg.items()}
+            means["fidelity_fd"] = frechet_distance_of(encoder, items, gt_feat)
+            references[name] = means
+        n_frames = int(sum(len(c.frames) for c in clips))
+        agg["fidelity_fd"] = {"mean": frechet_distance_of(encoder, clips, gt_feat), "count": n_frames, "missing": 0, "per_clip": False}
     bench = dict(benchmark or {})
     bench.setdefault("digest", benchmark_digest(rows))
     bench.setdefault("id", f"clips@{bench['digest'][:12]}")
     bench["n_clips"] = len(per_clip)
     config_out = cfg.to_dict()
     config_out["detectors"] = suite.config
-    return {"schema": SCHEMA, "benchmark": bench, "config": config_out, "metrics": agg, "clips": per_clip}
+    out = {"schema": SCHEMA, "benchmark": bench, "config": config_out, "metrics": agg, "clips": per_clip}
+    if encoder is not None:
+        out["encoder"] = encoder.describe()
+    if references:
+        out["references"] = references
+    return out
+
+
+def frechet_distance_of(encoder: Any, clips: Iterable[ClipLike], truth_features: np.ndarray) -> float:
+    """``fidelity_fd`` of clips against the benchmark frames' encoder features."""
+    from mavin_ops.evaluation.encoder import frechet_distance
+
+    return frechet_distance(_frames_features(encoder, clips), truth_features)
 
 
 @dataclass
@@ -567,7 +702,8 @@ def evaluate_dir(
     }
     vals = read_val_metrics(val_metrics, tracking_uri)
     clips = [_load_generated(gen_root, gen_rows[str(r["id"])], bench_root, r) for r in bench_rows]
-    result = evaluate_clips(clips, cfg, benchmark=benchmark, val_metrics=vals)
+    truth = {c.id: c for c in clips} if same else {str(r["id"]): _load_generated(bench_root, r, bench_root, r) for r in bench_rows}
+    result = evaluate_clips(clips, cfg, benchmark=benchmark, val_metrics=vals, truth=truth)
     result["generated"] = {"path": str(gen_root.resolve()), "n_clips": len(bench_rows)}
     if sheets:
         result["sheets"] = _write_sheets(Path(out_dir), clips, bench_root, result)
@@ -610,8 +746,12 @@ def _log_metrics(result: dict[str, Any], path: Path, run_id: str | None, trackin
         return
     scalars = {f"eval/{k}": float(v["mean"]) for k, v in result["metrics"].items() if v.get("mean") is not None}
     scalars["eval/n_clips"] = float(result["benchmark"]["n_clips"])
+    for ref_name, means in (result.get("references") or {}).items():  # the ceilings the floors are fractions of
+        scalars.update({f"eval/{ref_name}/{k}": float(v) for k, v in means.items() if v is not None})
     artifact_dir = str(Path(METRICS_ARTIFACT).parent)
     tags = {"mavin.benchmark_id": str(result["benchmark"]["id"]), "mavin.benchmark_digest": str(result["benchmark"]["digest"])}
+    if result.get("encoder"):
+        tags["mavin.world_encoder_sha256"] = str(result["encoder"].get("sha256"))
     if run_id is not None:
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient

@@ -316,6 +316,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encoder_train(args: argparse.Namespace) -> int:
+    import shlex
+
+    from tqdm import tqdm
+
+    from mavin_ops.evaluation.encoder import EncoderRecipe, train_encoder
+
+    command = "mavin-ops encoder train " + " ".join(
+        shlex.quote(a) for a in ("--data", args.data, "--out", args.out, "--steps", str(args.steps), "--seed", str(args.seed))
+    )
+    with tqdm(total=args.steps, desc="encoder", unit="step", disable=args.quiet) as bar:
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss:.3f}")
+
+        info = train_encoder(args.data, args.out, EncoderRecipe(steps=args.steps, seed=args.seed), progress=progress, command=command)
+    _print_json({"encoder": args.out, "sha256": info["sha256"], "checks": info.get("checks"), "train_seconds": info["train_seconds"]})
+    return 0
+
+
 def _gate(args: argparse.Namespace) -> int:
     from mavin_ops.evaluation.gate import run_gate
 
@@ -646,6 +667,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.set_defaults(func=_evaluate)
 
+    enc = sub.add_parser("encoder", help="the world encoder the evaluation sees frames with (fidelity, character presence, CISC/BISC)")
+    esub = enc.add_subparsers(dest="encoder_command", metavar="ACTION", required=True)
+    etr = esub.add_parser(
+        "train",
+        help="train it on a dataset's training split and write the .safetensors file with its lineage .json "
+        "(the shipped one: --data <tiny dataset, seed 0> --out evaluation/encoders/world-tiny.safetensors)",
+    )
+    etr.add_argument("--data", required=True, help="dataset directory (holds manifest.jsonl; the train split is used, eval for the checks)")
+    etr.add_argument("--out", required=True, help="encoder file to write (.safetensors; the lineage goes next to it as .json)")
+    etr.add_argument("--steps", type=_count(1), default=4000, help="optimizer steps (default: 4000)")
+    etr.add_argument("--seed", type=_count(0), default=0, help="random seed (default: 0)")
+    etr.add_argument("--quiet", action="store_true", help="no progress bar")
+    etr.set_defaults(func=_encoder_train)
+
     gt = sub.add_parser("gate", help="decide the release gate: floors + non-regression vs the champion")
     gt.add_argument("metrics", help="the challenger's metrics.json")
     gt.add_argument("--policy", default=None, help="gate policy YAML (default: evaluation/gate_policy.yaml)")
@@ -713,6 +748,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.evaluation.gate import PolicyError
     from mavin_ops.evaluation.results import MetricsFileError
     from mavin_ops.evaluation.runner import EvaluationError
+    from mavin_ops.evaluation.encoder import EncoderError
     from mavin_ops.data.synth import PresetError as DataPresetError
     from mavin_ops.model.config import PresetError
     from mavin_ops.data.media import MediaError
@@ -731,7 +767,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.training.trainer import TrainError
 
     return (UserError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
-            EvaluationError, DetectorConfigError, PolicyError, MetricsFileError,
+            EvaluationError, EncoderError, DetectorConfigError, PolicyError, MetricsFileError,
             GenerateError, ExportError, ServerError, StoreError, CheckpointError, DataError, TrainError,
             PreflightError, ResumeError, DataPresetError, PresetError, DatasetError, MediaError, RecipeError, RepositoryError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)
 

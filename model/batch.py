@@ -208,6 +208,8 @@ def _clip_tokens(model: "MavinModel", clip: ClipInput, index: int) -> dict:
         if ref is None or (ref.image is None and ref.audio is None):
             raise ValueError(f"{where}: role {rid} is customized (its script cites reference media) but no reference media was passed; load its image/audio into ClipInput.references")
         n_v = n_a = 0
+        if not cfg.denoiser.reference_anchors:
+            ref = RoleReference()
         if ref.image is not None:
             img = frames_to_tensor(np.asarray(ref.image)[None] if not isinstance(ref.image, Tensor) else ref.image[None])
             zi = vc.encode(img.to(model.codec_device))[0].float().cpu()  # (C, 1, H', W')

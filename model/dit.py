@@ -49,6 +49,10 @@ class DiTConfig:
     rope_theta: float = 10000.0
     rope_time_scale: float = 25.0  # rotary position units per second
     anchor_time: float = -1.0  # seconds: where identity anchors sit on the time axis
+    # Reference media become identity anchor tokens (MAVIN eq. 5). False = the "w/o reference
+    # anchors" ablation: the roles keep their slots, but no reference image or voice reaches
+    # the model.
+    reference_anchors: bool = True
     # What each tower's output head predicts: "velocity" (v directly) or "data" (the clean
     # latent x, turned into v = (z_t - x) / max(t, min_t) inside forward: callers always get v).
     prediction: str = "velocity"  # video tower

@@ -35,7 +35,10 @@ def test_evaluate_then_gate_python_funcs(debug_dataset, tmp_path, mlflow_uri):
     doc = json.loads(Path(metrics_json.path).read_text())
     assert out.n_clips == 2 and out.benchmark_digest == doc["benchmark"]["digest"]
     assert metrics.metadata["sta"] == pytest.approx(1.0) and metrics.metadata["tams"] == pytest.approx(1.0)
-    assert json.loads(out.summary)["metrics"]["bisc"] == pytest.approx(1.0)
+    # the benchmark scored as its own generation: every metric is the ground-truth reference
+    summary = json.loads(out.summary)["metrics"]
+    assert summary["bisc"] == pytest.approx(doc["references"]["ground_truth"]["bisc"]) and summary["bisc"] > 0.5
+    assert doc["metrics"]["fidelity_fd"]["mean"] < 1e-6 < doc["references"]["shuffled"]["fidelity_fd"]
     # the evaluate run's metrics.json, as a champion's version tag would point at it
     assert out.metrics_uri.startswith("runs:/") and out.metrics_uri.endswith(METRICS_ARTIFACT)
     fetched = mlflow.artifacts.download_artifacts(artifact_uri=out.metrics_uri, dst_path=str(tmp_path / "dl"))
@@ -53,6 +56,9 @@ def test_evaluate_then_gate_python_funcs(debug_dataset, tmp_path, mlflow_uri):
     steps = client.search_runs([tracking.experiment_id()], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
     by_step = {r.data.tags["mavin.step"]: r for r in steps}
     assert by_step["evaluate"].data.metrics["eval/sta"] == pytest.approx(1.0)
+    # the ceilings the principle-based floors are fractions of, and the encoder that saw the frames
+    assert by_step["evaluate"].data.metrics["eval/ground_truth/vc"] == pytest.approx(doc["references"]["ground_truth"]["vc"])
+    assert by_step["evaluate"].data.tags["mavin.world_encoder_sha256"] == doc["encoder"]["sha256"]
     assert by_step["gate"].data.metrics["gate/passed"] == 1.0
     # the contact sheets: logged with the evaluate run, next to metrics.json, on the gate page
     logged = [a.path for a in client.list_artifacts(by_step["evaluate"].info.run_id, "evaluation/sheets")]

@@ -50,11 +50,13 @@ def test_ground_truth_synthetic_clips_score_what_the_generator_implies(debug_dat
     """Every clip of the debug preset (both splits) scored against itself: STA 1, deviation
     0, TAMS 1, BISC 1 (a shared scene is the same wall and texture), CISC and VC equal to the
     values implied by the generator's world truth (the mean sprite colour of each shot, and
-    the reference sprite on its known grey backdrop), AC near 1 with the voice's own f0."""
+    the reference sprite on its known grey backdrop), AC near 1 with the voice's own f0.
+    CISC/BISC here are the per-region colour features (``shot_consistency: regions``); the
+    encoder's are tested in test_encoder_metrics.py."""
     from mavin_ops.data import manifest, media, synth
 
     clips = [media.load_clip(debug_dataset, line.row) for line in manifest.read_manifest(debug_dataset)]
-    result = evaluate_clips(clips)
+    result = evaluate_clips(clips, {"shot_consistency": "regions"})
     assert len(result["clips"]) == len(clips) == 6
     seen = {"cisc": 0, "bisc": 0, "vc": 0, "ac": 0}
     for got, clip in zip(result["clips"], clips):

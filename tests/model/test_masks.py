@@ -213,3 +213,31 @@ def test_missing_reference_media_is_a_clear_error(kit):
         model.prepare_batch([kit.two_shot_clip(references={"R1": kit.random_reference(1)})])
     with pytest.raises(ValueError, match="references given for R3, which the caption does not list as customized"):
         model.prepare_batch([kit.two_shot_clip(references={"R1": kit.random_reference(1), "R2": kit.random_reference(2), "R3": kit.random_reference(3)})])
+
+
+def test_without_reference_anchors_no_reference_reaches_the_model(kit):
+    """The "w/o reference anchors" ablation (bench/learn.py): the roles keep their slots, no
+    anchor token is made, and the output no longer depends on the reference media."""
+    import torch
+
+    on, off = kit.debug_model(), kit.debug_model(**{"denoiser.reference_anchors": False})
+    with_refs = on.prepare_batch([kit.two_shot_clip()]).clips[0].layout
+    assert sum(with_refs.video_anchors) > 0 and sum(with_refs.audio_anchors) > 0
+    clip_a = kit.two_shot_clip()
+    clip_b = kit.two_shot_clip(references={"R1": kit.random_reference(7), "R2": kit.random_reference(8, seconds=None)})
+    a, b = off.prepare_batch([clip_a]), off.prepare_batch([clip_b])
+    layout = a.clips[0].layout
+    assert layout.roles == with_refs.roles and sum(layout.video_anchors) == sum(layout.audio_anchors) == 0
+    assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio)
+
+
+def test_without_reference_anchors_the_model_trains_and_generates(kit):
+    import torch
+
+    model = kit.debug_model(**{"denoiser.reference_anchors": False})
+    batch = model.prepare_batch([kit.two_shot_clip(), kit.two_shot_clip(seed=1)])
+    out = model(**model.training_inputs(batch, torch.Generator().manual_seed(0)))
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    [g] = model.generate([kit.two_shot_clip()], steps=2, generator=torch.Generator().manual_seed(0))
+    assert g.frames.shape[0] == kit.NUM_FRAMES and np.isfinite(g.audio).all()
