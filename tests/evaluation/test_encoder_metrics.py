@@ -61,6 +61,12 @@ def wrong_characters(c: media.Clip, shots: str = "all") -> np.ndarray:
     return f
 
 
+def colour_blocks(c: media.Clip) -> np.ndarray:
+    """Each 8x8 patch's true mean colour plus noise: what the tiny recipe drew when the issue
+    was filed (right colours and cuts, no character, no texture)."""
+    return E.patch_noise(c.frames, np.random.default_rng(abs(hash(c.id)) % 2**32), sigma=20.0)
+
+
 def _score(clips, truth):
     return evaluate_clips(clips, truth={c.id: c for c in truth})
 
@@ -72,6 +78,7 @@ def scored(tiny_eval):
         "wrong": _score(_with_frames(tiny_eval, wrong_characters), tiny_eval),
         "wrong_odd": _score(_with_frames(tiny_eval, lambda c: wrong_characters(c, "odd")), tiny_eval),
         "noise": _score(_with_frames(tiny_eval, static_noise), tiny_eval),
+        "blocks": _score(_with_frames(tiny_eval, colour_blocks), tiny_eval),
     }
 
 
@@ -100,7 +107,7 @@ def test_the_shipped_encoder_is_checked_against_its_lineage_and_named_in_every_r
 def test_fidelity_ranks_truth_then_wrong_characters_then_noise(scored):
     fd = {k: _mean(v, "fidelity_fd") for k, v in scored.items()}
     assert fd["truth"] < 1e-6
-    assert fd["truth"] < fd["wrong_odd"] < fd["wrong"] < fd["noise"]
+    assert fd["truth"] < fd["wrong_odd"] < fd["wrong"] < fd["blocks"] < fd["noise"]
     refs = scored["truth"]["references"]
     assert refs["ground_truth"]["fidelity_fd"] < 1e-6 < refs["shuffled"]["fidelity_fd"]
 
@@ -124,7 +131,7 @@ def test_cisc_and_bisc_rank_truth_over_a_partly_wrong_model_over_static_noise(sc
         assert all(p[3] == 0.0 for p in clip["details"]["cisc_pairs"] + clip["details"]["bisc_pairs"])
 
 
-def test_the_default_policy_passes_the_ground_truth_and_fails_noise_and_wrong_characters(scored):
+def test_the_default_policy_passes_the_ground_truth_and_fails_noise_blocks_and_wrong_characters(scored):
     policy = G.load_policy()
     assert G.decide(scored["truth"], policy).passed
     for bad in ("noise", "wrong"):
@@ -134,6 +141,9 @@ def test_the_default_policy_passes_the_ground_truth_and_fails_noise_and_wrong_ch
         assert {"vc", "character_recall"} <= failed, (bad, d.reasons)
     noise = G.decide(scored["noise"], policy)
     assert {"cisc", "bisc", "fidelity_fd", "sta"} <= {c.name for c in noise.checks if not c.passed}
+    # the coloured blocks the issue found promoted: right colours and cuts, nothing drawn
+    blocks = G.decide(scored["blocks"], policy)
+    assert {"fidelity_fd", "character_recall", "vc"} <= {c.name for c in blocks.checks if not c.passed}, blocks.reasons
     vc = next(c for c in noise.checks if c.name == "vc")
     truth_vc = scored["noise"]["references"]["ground_truth"]["vc"]
     assert vc.floor_min == pytest.approx(0.7 * truth_vc) and vc.floor_rule.startswith("0.7 x ground truth")
