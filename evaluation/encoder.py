@@ -35,6 +35,7 @@ import platform
 import subprocess
 import tempfile
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -330,6 +331,46 @@ def corrupt(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if k == 1:
         return patch_noise(frames, rng)
     return rng.integers(0, 256, size=np.asarray(frames).shape, dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------- stand-ins
+# Models that fail in known ways, built from a benchmark clip (frames only; its script, row
+# and audio are kept). The tests and bench/encoder.py check that every metric ranks them below
+# the ground truth and that the gate fails them.
+
+
+def _clip_rng(clip: Any) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(str(clip.id).encode()))
+
+
+def static_noise(clip: Any) -> np.ndarray:
+    """One random frame held for the whole clip: a model that ignores its script and its cuts
+    (the untrained model's output looks like this)."""
+    f = np.asarray(clip.frames)
+    return np.repeat(_clip_rng(clip).integers(0, 256, size=(1, *f.shape[1:]), dtype=np.uint8), len(f), axis=0)
+
+
+def colour_blocks(clip: Any) -> np.ndarray:
+    """Each 8x8 patch's true mean colour plus noise: what the tiny recipe drew when issue 14
+    was filed (right colours and cuts, no character, no texture)."""
+    return patch_noise(np.asarray(clip.frames), _clip_rng(clip), sigma=20.0)
+
+
+def wrong_characters(clip: Any, shots: str = "all") -> np.ndarray:
+    """The ground truth with every character drawn in other colours (its RGB channels rolled
+    inside its box, in every shot or only in the odd ones): the right scene and cuts, the
+    wrong people. Needs the benchmark row's ``world``."""
+    f = np.asarray(clip.frames).copy()
+    for k, shot in enumerate(clip.row["world"]["shots"]):
+        if shots == "odd" and k % 2 == 0:
+            continue
+        a, b = shot["frames"]
+        for ch in shot["chars"]:
+            x0, y0, x1, y1 = ch["box"]
+            region = f[a:b, y0:y1, x0:x1]
+            fg = np.abs(region.astype(np.float64) - np.asarray(shot["bg_rgb"])).sum(-1) > 60
+            region[fg] = np.roll(region[fg], 1, axis=-1)
+    return f
 
 
 # --------------------------------------------------------------------------- training

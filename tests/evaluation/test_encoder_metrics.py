@@ -37,34 +37,7 @@ def _with_frames(clips, make):
     return [dataclasses.replace(c, frames=make(c)) for c in clips]
 
 
-def static_noise(c: media.Clip) -> np.ndarray:
-    """One random frame held for the whole clip (what a model that ignores its script and
-    the cuts draws: the untrained model's output looks like this)."""
-    rng = np.random.default_rng(abs(hash(c.id)) % 2**32)
-    return np.repeat(rng.integers(0, 256, size=(1, *c.frames.shape[1:]), dtype=np.uint8), len(c.frames), axis=0)
-
-
-def wrong_characters(c: media.Clip, shots: str = "all") -> np.ndarray:
-    """The ground truth with every character drawn in other colours (its RGB channels
-    rolled inside its box): the right scene and cuts, the wrong people."""
-    f = c.frames.copy()
-    for k, shot in enumerate(c.row["world"]["shots"]):
-        if shots == "odd" and k % 2 == 0:
-            continue
-        a, b = shot["frames"]
-        for ch in shot["chars"]:
-            x0, y0, x1, y1 = ch["box"]
-            region = f[a:b, y0:y1, x0:x1]
-            wall = np.asarray(shot["bg_rgb"])
-            fg = np.abs(region.astype(np.float64) - wall).sum(-1) > 60
-            region[fg] = np.roll(region[fg], 1, axis=-1)
-    return f
-
-
-def colour_blocks(c: media.Clip) -> np.ndarray:
-    """Each 8x8 patch's true mean colour plus noise: what the tiny recipe drew when the issue
-    was filed (right colours and cuts, no character, no texture)."""
-    return E.patch_noise(c.frames, np.random.default_rng(abs(hash(c.id)) % 2**32), sigma=20.0)
+static_noise, wrong_characters, colour_blocks = E.static_noise, E.wrong_characters, E.colour_blocks
 
 
 def _score(clips, truth):
