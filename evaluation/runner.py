@@ -722,6 +722,7 @@ def _write_sheets(out_dir: Path, clips: list[_Clip], bench_root: Path, result: d
 
     folder = out_dir / SHEETS_DIR
     by_id = {c["id"]: c["metrics"] for c in result["clips"]}
+    seen = {c["id"]: c["details"].get("presence") for c in result["clips"]}
     entries = []
     for clip in clips:
         truth, _ = media.read_video(resolve_media(bench_root, clip.row["video"]))
@@ -729,7 +730,7 @@ def _write_sheets(out_dir: Path, clips: list[_Clip], bench_root: Path, result: d
         clip_sheet(
             folder / f"{clip.id}.png", clip_id=clip.id, script=clip.script, truth=truth, generated=clip.frames,
             fps=clip.fps, truth_audio=truth_audio, generated_audio=clip.waveform, sample_rate=clip.sample_rate,
-            ref_images=clip.ref_images, metrics=by_id.get(clip.id),
+            ref_images=clip.ref_images, metrics=by_id.get(clip.id), presence=seen.get(clip.id),
         )
         mid = len(truth) // 2
         entries.append({"id": clip.id, "truth": truth[mid], "generated": clip.frames[min(mid, len(clip.frames) - 1)], "metrics": by_id.get(clip.id)})

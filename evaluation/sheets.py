@@ -66,10 +66,14 @@ def clip_sheet(
     sample_rate: int,
     ref_images: Mapping[str, np.ndarray],
     metrics: Mapping[str, Any] | None = None,
+    presence: Mapping[str, float] | None = None,
 ) -> Path:
     """Draw one clip's contact sheet to ``out`` (PNG). ``truth`` / ``generated`` are uint8
     (F, H, W, 3) frames; ``script`` a parsed MTSS script (data/mtss.py). Without ``truth``
-    (a served clip has none) only the generated frames and waveform are drawn."""
+    (a served clip has none) only the generated frames and waveform are drawn. ``presence``
+    (the evaluation's ``details.presence``: ``"<shot>/<role>"`` -> probability that the world
+    encoder sees the role drawn) labels each shot with what the encoder saw in the generated
+    frames."""
     plt = _plt()
     shots = list(script.shot)
     customized = [e.id for e in script.customized_roles() if e.id in ref_images]
@@ -79,8 +83,9 @@ def clip_sheet(
     rows = len(shots) + 1
     fig = plt.figure(figsize=(1.1 * cols + 1.5, 1.25 * rows + 0.6))
     grid = fig.add_gridspec(rows, cols, height_ratios=[1] * len(shots) + [1.2])
-    shown = {k: metrics.get(k) for k in ("sta", "tams", "vc", "ac", "cisc", "bisc")} if metrics else {}
-    label = "  ".join(f"{k.upper()} {v:.2f}" for k, v in shown.items() if isinstance(v, (int, float)))
+    names = {"character_recall": "recall"}
+    shown = {k: metrics.get(k) for k in ("sta", "tams", "vc", "ac", "character_recall", "cisc", "bisc")} if metrics else {}
+    label = "  ".join(f"{names.get(k, k.upper())} {v:.2f}" for k, v in shown.items() if isinstance(v, (int, float)))
     fig.suptitle(f"{clip_id}   {label}", fontsize=9)
     for r, shot in enumerate(shots):
         for c in range(n_ref):
@@ -100,6 +105,16 @@ def clip_sheet(
                 ax.set_xticks([]), ax.set_yticks([])
                 if side == 0 and i == 0:
                     ax.set_ylabel(shot.id, fontsize=7)
+                if side == len(sides) - 1 and i == len(picks) - 1 and presence:
+                    seen = [
+                        f"{rid} {'drawn' if presence[f'{shot.id}/{rid}'] >= 0.5 else 'absent'}"
+                        + ("" if rid in shot.references_in_shot else " (not scripted)")
+                        for rid in customized
+                        if f"{shot.id}/{rid}" in presence and (rid in shot.references_in_shot or presence[f"{shot.id}/{rid}"] >= 0.5)
+                    ]
+                    if seen:
+                        ax.yaxis.set_label_position("right")
+                        ax.set_ylabel("\n".join(seen), fontsize=5, rotation=0, ha="left", va="center")
                 ax.set_title(f"{name} f{f}" if r == 0 else f"f{f}", fontsize=6 if r == 0 else 5)
     ax = fig.add_subplot(grid[rows - 1, :])
     t_gen = np.arange(len(generated_audio)) / float(sample_rate)
