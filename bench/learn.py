@@ -79,6 +79,8 @@ def _score(clips: list[Any], truth: list[Any]) -> dict[str, Any]:
     decision = gate.decide(res, gate.load_policy())
     out["gate"] = "pass" if decision.passed else "fail: " + ", ".join(c.name for c in decision.checks if not c.passed)
     out["_references"] = res.get("references")
+    # per clip, so the gate can be re-decided exactly from this file (coverage included)
+    out["_clips"] = [{"id": c["id"], "metrics": c["metrics"], "not_applicable": c["not_applicable"]} for c in res["clips"]]
     return out
 
 

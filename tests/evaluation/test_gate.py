@@ -36,8 +36,8 @@ def test_default_policy_file_loads():
 
 def test_shipped_floors_agree_with_the_recorded_benchmark_and_fail_the_bad_models():
     """The default policy against the recorded tiny benchmark (bench/results/learn.json, written
-    by bench/learn.py, the table in BENCHMARKS.md): recomputed from each model's recorded means
-    and the recorded ground-truth references, the verdict is the one the table shows; the
+    by bench/learn.py, the table in BENCHMARKS.md): re-decided from each model's recorded clip
+    values and ground-truth references, the verdict is the one the table shows; the
     ground truth passes, and the untrained model and the model trained without reference
     anchors fail on identity."""
     from pathlib import Path
@@ -47,11 +47,10 @@ def test_shipped_floors_agree_with_the_recorded_benchmark_and_fail_the_bad_model
     n = learn["eval_clips"]
 
     def verdict(row: dict) -> G.GateDecision:
-        means = {k: v for k, v in row.items() if not k.startswith("_") and k != "gate" and v is not None}
-        per_clip = {k: v for k, v in means.items() if G.METRICS[k].per_clip}
+        means = {k: v for k, v in row.items() if not k.startswith("_") and k != "gate"}
         doc = {
-            "benchmark": {"id": "learn-bench", "digest": "d"},
-            "clips": [{"id": f"c{i}", "metrics": dict(per_clip)} for i in range(n)],
+            "benchmark": {"id": "learn-bench", "digest": "d", "n_clips": n},
+            "clips": row["_clips"],
             "metrics": {k: {"mean": v, "count": n} for k, v in means.items()},
             "references": row["_references"],
         }
