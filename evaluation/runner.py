@@ -706,18 +706,16 @@ def evaluate_dir(
     result = evaluate_clips(clips, cfg, benchmark=benchmark, val_metrics=vals, truth=truth)
     result["generated"] = {"path": str(gen_root.resolve()), "n_clips": len(bench_rows)}
     if sheets:
-        result["sheets"] = _write_sheets(Path(out_dir), clips, bench_root, result)
+        result["sheets"] = _write_sheets(Path(out_dir), clips, truth, result)
     path = write_json(Path(out_dir) / METRICS_FILE, result)
     _log_metrics(result, path, run_id, tracking_uri)
     return result
 
 
-def _write_sheets(out_dir: Path, clips: list[_Clip], bench_root: Path, result: dict[str, Any]) -> dict[str, str]:
+def _write_sheets(out_dir: Path, clips: list[_Clip], truth_clips: Mapping[str, _Clip], result: dict[str, Any]) -> dict[str, str]:
     """A contact sheet per clip and a summary sheet under ``<out_dir>/sheets`` (evaluation/
-    sheets.py); returns their paths relative to ``out_dir`` for metrics.json."""
-    from mavin_ops.data import media
-    from mavin_ops.data.manifest import resolve_media
-
+    sheets.py), next to the benchmark's own clips; returns their paths relative to ``out_dir``
+    for metrics.json."""
     from .sheets import SHEETS_DIR, SUMMARY, clip_sheet, summary_sheet
 
     folder = out_dir / SHEETS_DIR
@@ -725,8 +723,7 @@ def _write_sheets(out_dir: Path, clips: list[_Clip], bench_root: Path, result: d
     seen = {c["id"]: c["details"].get("presence") for c in result["clips"]}
     entries = []
     for clip in clips:
-        truth, _ = media.read_video(resolve_media(bench_root, clip.row["video"]))
-        truth_audio, _ = media.read_wav(resolve_media(bench_root, clip.row["audio"]))
+        truth, truth_audio = truth_clips[clip.id].frames, truth_clips[clip.id].waveform
         clip_sheet(
             folder / f"{clip.id}.png", clip_id=clip.id, script=clip.script, truth=truth, generated=clip.frames,
             fps=clip.fps, truth_audio=truth_audio, generated_audio=clip.waveform, sample_rate=clip.sample_rate,
