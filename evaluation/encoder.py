@@ -16,10 +16,12 @@ One convolutional trunk, four uses:
 - ``presence(frames, reference)``: the probability that the character of a reference image
   is drawn in each frame (a correlation of the reference's embedding with every position of
   the frame's feature map, max over positions, so it does not matter where it stands);
-- ``species(frames)``: which kinds of character are drawn (multi-label: person, the animals,
+- a species head: which kinds of character are drawn (multi-label: person, the animals,
   the objects), for characters without a reference image;
 - ``scene(frames)``: the probability that a frame shows a drawn scene of the world (wall
   texture, floor) rather than noise with its colours.
+
+The evaluation asks for all four of a shot in one pass of the trunk (``shot_summary``).
 
 Trained with negatives a broken model makes (pixels shuffled within the frame, per-patch
 colour noise, uniform noise) so none of the heads fires on coloured noise, and with the
@@ -38,7 +40,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -230,12 +232,6 @@ class WorldEncoder:
 
         return self._run(fn, np.asarray(frames)).astype(np.float64)
 
-    def species(self, frames: np.ndarray) -> np.ndarray:
-        """(N, len(SPECIES)) probability that a character of each kind is drawn."""
-        import torch
-
-        return self._run(lambda f: torch.sigmoid(self.net.species(self.net.features(_to_input(f))[1])), np.asarray(frames)).astype(np.float64)
-
     def scene(self, frames: np.ndarray) -> np.ndarray:
         """(N,) probability that a frame shows a drawn scene of the world (not noise)."""
         import torch
@@ -254,7 +250,7 @@ def load_encoder(path: str | os.PathLike | None = None) -> WorldEncoder:
 
     p = Path(path).expanduser() if path else DEFAULT_ENCODER
     if not p.is_file():
-        raise EncoderError(f"{p}: no such encoder file; train one with `mavin-ops encoder train` or point detectors.encoder.path at one")
+        raise EncoderError(f"{p}: no such encoder file; train one with `mavin-ops encoder train` or set the evaluation config's encoder: to one")
     key = (str(p.resolve()), p.stat().st_mtime)
     if key in _CACHE:
         return _CACHE[key]
@@ -408,22 +404,22 @@ def _training_set(root: Path | list[tuple[Path, str | None]], split: str | None 
                 species.append(lab)
                 chars.append(frozenset(ids))
                 clip_of.append(ci)
+    refs_of_clip: dict[int, list[int]] = {}
+    for j, (ci, _) in enumerate(ref_key):
+        refs_of_clip.setdefault(ci, []).append(j)
     return {
         "frames": np.stack(frames), "species": np.stack(species), "chars": chars, "clip": np.asarray(clip_of),
-        "refs": np.stack(refs), "ref_key": ref_key,
+        "refs": np.stack(refs), "ref_key": ref_key, "refs_of_clip": refs_of_clip,
     }
 
 
 def _pairs(data: dict[str, Any], idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A reference index and a presence label for each frame index: half positives (a role of
     the clip drawn in the frame), half negatives (another role of the clip, or another clip's)."""
-    by_clip: dict[int, list[int]] = {}
-    for j, (ci, _) in enumerate(data["ref_key"]):
-        by_clip.setdefault(ci, []).append(j)
     ref_idx, label = np.empty(len(idx), np.int64), np.zeros(len(idx), np.float32)
     for n, i in enumerate(idx):
         ci = int(data["clip"][i])
-        own = by_clip.get(ci, [])
+        own = data["refs_of_clip"].get(ci, [])
         pos = [j for j in own if data["ref_key"][j][1] in data["chars"][i]]
         neg = [j for j in own if data["ref_key"][j][1] not in data["chars"][i]]
         if pos and rng.random() < 0.5:
@@ -489,6 +485,7 @@ def train_encoder(
     from safetensors.torch import save as save_bytes
 
     from mavin_ops.data.manifest import atomic_writer, sha256_file
+    from mavin_ops.data.validate import read_clips
 
     recipe = recipe or EncoderRecipe()
     root = Path(data_root)
@@ -569,16 +566,10 @@ def train_encoder(
             "train_seconds": round(time.time() - t0, 1),
         }
         enc = WorldEncoder(net, dict(info, path=str(out)))
-        if any(r.get("split") == "eval" for r in _rows(root)):
+        if read_clips(root, split="eval"):
             info["checks"] = presence_scores(enc, root, "eval")
         with atomic_writer(out.parent, out.with_suffix(".json").name) as fh:
             fh.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
         return info
     finally:
         torch.set_num_threads(threads)
-
-
-def _rows(root: Path) -> Iterable[dict[str, Any]]:
-    from mavin_ops.data.validate import read_clips
-
-    return read_clips(root)
