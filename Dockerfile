@@ -13,10 +13,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /opt/mavin-ops
 COPY requirements.lock pyproject.toml README.md ./
-# Same order as the Makefile: torch first and pinned, then the lock as constraints.
+# Same order as the Makefile: torch first and pinned, then exactly the lock (--no-deps).
 RUN python -m pip install --no-cache-dir pip==26.3 setuptools==84.2.1 wheel==0.48.0 \
  && python -m pip install --no-cache-dir torch==2.13.0 \
- && python -m pip install --no-cache-dir -c requirements.lock -r requirements.lock
+ && python -m pip install --no-cache-dir --no-deps -r requirements.lock
 
 COPY . .
 RUN python -m pip install --no-cache-dir --no-deps --no-build-isolation -e . \

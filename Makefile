@@ -26,7 +26,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check pip==26.3 setuptools==84.2.1 wheel==0.48.0
 	$(PIP) install -q --disable-pip-version-check torch==2.13.0
-	$(PIP) install -q --disable-pip-version-check -c requirements.lock -r requirements.lock
+	# The lock is a complete freeze: install exactly it, without resolving (Resemblyzer names the
+	# webrtcvad distribution; the lock holds webrtcvad-wheels, which provides the same module).
+	$(PIP) install -q --disable-pip-version-check --no-deps -r requirements.lock
 	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@

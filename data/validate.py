@@ -392,6 +392,14 @@ def _check_row(row: dict[str, Any], lineno: int, cfg: _ScanConfig) -> tuple[tupl
                         "make the script's duration match the clip",
                     )
     _media_issues(row, label, script, cfg, add)
+    # Footage ingest puts here where a human sidecar script disagrees with what the detectors
+    # measured (data/ingest.py): such a clip is quarantined with those numbers.
+    ingest_issues = get("ingest_issues")
+    if ingest_issues is not None:
+        if not isinstance(ingest_issues, list) or not all(isinstance(x, str) for x in ingest_issues):
+            add("manifest", "ingest_issues", "type", f"expected a list of strings, got {ingest_issues!r}")
+        for why in ingest_issues if isinstance(ingest_issues, list) else []:
+            add("script", "script", "script-vs-footage", f"{why}; fix the sidecar script or the footage and ingest again")
 
     values = (
         *(_scalar(get(f)) for f in _STR_FIELDS),

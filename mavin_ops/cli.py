@@ -1,6 +1,7 @@
 """The ``mavin-ops`` command line.
 
     mavin-ops data generate --preset debug --out DIR     synthetic MAVINSet-mini
+    mavin-ops data ingest SRC... --out DIR               real footage -> the same dataset layout
     mavin-ops data version DIR                           DVC-version a dataset directory
     mavin-ops data validate DIR                          Great Expectations + grounding checks
     mavin-ops script check FILE...                       MTSS scripts on their own: every issue, one line each
@@ -49,6 +50,19 @@ def _data_generate(args: argparse.Namespace) -> int:
 
     summary = synth.generate(args.out, preset=args.preset, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
     _print_json(summary)
+    return 0
+
+
+def _data_ingest(args: argparse.Namespace) -> int:
+    from mavin_ops.data import ingest
+
+    report = ingest.ingest(args.sources, args.out, preset=args.preset, workers=args.workers, progress=not args.quiet,
+                           settings=ingest.with_settings(args.preset, eval_share=args.eval_share))
+    c = report["counts"]
+    print(f"ingested {c['sources_ingested']} of {c['videos']} videos ({c['seconds_of_footage']:.1f} s of footage) into "
+          f"{args.out}: {c['clips']['train']} train and {c['clips']['eval']} eval clips, {c['clips_with_script_issues']} "
+          f"that disagree with their sidecar script (validation quarantines them), {c['rejected']} rejected "
+          f"(see {Path(args.out) / 'rejected.jsonl'}); measurements in {Path(args.out) / 'ingest.json'}")
     return 0
 
 
@@ -527,6 +541,24 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true", help="no progress output")
     gen.set_defaults(func=_data_generate)
 
+    ing = dsub.add_parser(
+        "ingest",
+        help="turn your own video files into a dataset: shots, speech, speakers, faces, scripts, references",
+        description="Ingest real footage (mp4, mov, mkv, webm; any size, rate and codec PyAV decodes) into the dataset "
+        "layout: shots are detected and grouped into clips of the preset's size, rate and 4k+1 frame counts; black, "
+        "static, short, unreadable or silent material is refused with its reason in rejected.jsonl; a sidecar "
+        "<stem>.mtss.json next to a video is the human script and is checked against what was measured, otherwise a "
+        "script is drafted (set MAVIN_CAPTIONER_URL and MAVIN_CAPTIONER_MODEL to have an OpenAI-compatible endpoint "
+        "write its text). An interrupted ingest resumes: run the same command again.",
+    )
+    ing.add_argument("sources", nargs="+", metavar="SRC", help="video files or folders of them")
+    ing.add_argument("--out", required=True, help="output dataset folder (empty, or an earlier ingest to resume)")
+    ing.add_argument("--preset", default="tiny", help="output format preset: debug | tiny (default: tiny)")
+    ing.add_argument("--workers", type=_count(1), default=None, help="processes, one source each (default: every core)")
+    ing.add_argument("--eval-share", type=float, default=0.1, help="share of sources held out as the benchmark (default: 0.1)")
+    ing.add_argument("--quiet", action="store_true", help="no progress bar")
+    ing.set_defaults(func=_data_ingest)
+
     ver = dsub.add_parser("version", help="DVC-version a dataset directory in the data registry and push it")
     ver.add_argument("dataset", help="dataset directory (holds manifest.jsonl)")
     ver.add_argument("--name", default="mavinset-mini", type=_name("dataset name"), help="dataset name in the registry (default: mavinset-mini)")
@@ -750,6 +782,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.evaluation.runner import EvaluationError
     from mavin_ops.evaluation.encoder import EncoderError
     from mavin_ops.data.synth import PresetError as DataPresetError
+    from mavin_ops.data.ingest import IngestError
     from mavin_ops.model.config import PresetError
     from mavin_ops.data.media import MediaError
     from mavin_ops.data.validate import DatasetError
@@ -766,7 +799,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.training.data import DataError
     from mavin_ops.training.trainer import TrainError
 
-    return (UserError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
+    return (UserError, IngestError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
             EvaluationError, EncoderError, DetectorConfigError, PolicyError, MetricsFileError,
             GenerateError, ExportError, ServerError, StoreError, CheckpointError, DataError, TrainError,
             PreflightError, ResumeError, DataPresetError, PresetError, DatasetError, MediaError, RecipeError, RepositoryError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)

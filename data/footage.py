@@ -1,0 +1,487 @@
+"""Detectors for real footage: what ``data ingest`` measures in a source video and what the
+footage evaluation profile measures in a generated clip.
+
+Every detector runs from weights that ship inside an installed package, so nothing is
+downloaded at run time (``../shared/STACK.md``):
+
+- **shots**: PySceneDetect's ``ContentDetector`` (HSV frame differences) for hard cuts, and a
+  linearity test of our own for gradual transitions (a dissolve's middle frame is the mean of
+  the frames either side of it; motion inside a shot is not);
+- **speech**: Silero VAD (``silero_vad/data/silero_vad.jit``);
+- **speakers**: Resemblyzer's speaker encoder (``resemblyzer/pretrained.pt``), utterance
+  embeddings grouped by average-linkage clustering on cosine distance;
+- **faces**: OpenCV's Haar cascade ``haarcascade_frontalface_default.xml`` (ships in
+  opencv-python-headless); identities by the correlation of aligned grey face crops.
+
+:func:`detector_info` names each detector with its package version and the sha256 of its
+weight file: ingest writes it into every manifest row, so a clip says how it was measured.
+The thresholds live in :class:`DetectorSettings`; the defaults were checked on footage made
+in the tests (hard cuts and a dissolve at known times, espeak-ng speech in two voices).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ANALYSIS_RATE",
+    "DecodeError",
+    "DetectorSettings",
+    "FaceSighting",
+    "Footage",
+    "Transition",
+    "decode_footage",
+    "detect_faces",
+    "detect_shots",
+    "detect_speech",
+    "detector_info",
+    "embed_voices",
+    "face_descriptor",
+    "group_faces",
+    "group_speakers",
+]
+
+#: Sample rate of the analysis audio (Silero VAD and Resemblyzer both take 16 kHz).
+ANALYSIS_RATE = 16000
+#: Width of the frames the shot detectors read (height keeps the aspect ratio).
+SHOT_WIDTH = 96
+#: Width of the grey frames the face detector reads.
+FACE_WIDTH = 320
+
+
+class DecodeError(ValueError):
+    """A source that cannot be read as a video (not a video, unreadable, truncated)."""
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Thresholds of the footage detectors (the preset may override them)."""
+
+    #: ContentDetector threshold on its HSV score, and the shortest shot in seconds.
+    cut_threshold: float = 27.0
+    min_shot_s: float = 0.25
+    #: Gradual transitions: half-window in seconds, the least change across the window
+    #: (mean absolute difference, 0-255 levels), and how far the middle frame may sit from the
+    #: mean of its neighbours as a share of that change.
+    gradual_half_window_s: tuple[float, ...] = (0.2, 0.4)
+    gradual_min_change: float = 18.0
+    gradual_max_nonlinearity: float = 0.3
+    #: Silero VAD: speech probability threshold, shortest speech and silence in ms, padding.
+    vad_threshold: float = 0.5
+    vad_min_speech_ms: int = 250
+    vad_min_silence_ms: int = 150
+    vad_pad_ms: int = 30
+    #: Two utterances whose speaker embeddings are closer than this cosine similarity (average
+    #: linkage) share a speaker. espeak-ng voices: same voice 0.78-0.84, other voice 0.41-0.52.
+    speaker_similarity: float = 0.65
+    #: Faces: how many frames a second the detector reads, the smallest face as a share of the
+    #: frame height, and the crop correlation above which two faces are one person.
+    face_rate: float = 4.0
+    face_min_share: float = 0.12
+    face_similarity: float = 0.6
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A shot boundary: the source time where the new shot starts, and its kind."""
+
+    t: float
+    kind: str  # hard | gradual
+    span: tuple[float, float]  # the frames the transition spans (equal ends for a hard cut)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"t": round(self.t, 4), "kind": self.kind, "span": [round(self.span[0], 4), round(self.span[1], 4)]}
+
+
+@dataclass
+class FaceSighting:
+    """One detected face: when, where (x, y, w, h as shares of the frame), its descriptor
+    (:func:`face_descriptor`) and a colour portrait crop at the output size."""
+
+    t: float
+    box: tuple[float, float, float, float]
+    descriptor: np.ndarray
+    portrait: np.ndarray
+
+
+@dataclass
+class Footage:
+    """A decoded source, at the resolutions the detectors and the dataset writer need.
+
+    ``times`` (N,) the presentation time of each decoded frame in seconds from the first;
+    ``small`` (N, h, SHOT_WIDTH, 3) uint8 for the shot detectors; ``out`` (N, H, W, 3) uint8
+    centre-cropped and scaled to the output size; ``face_times`` (M,) the times the face
+    detector looked (``face_rate`` a second) and ``faces`` what it saw; ``audio16`` mono
+    float32 at 16 kHz and ``audio_out`` at ``out_rate`` (None without an audio track).
+    """
+
+    fps: float
+    duration_s: float
+    width: int
+    height: int
+    codec: str
+    times: np.ndarray
+    small: np.ndarray
+    out: np.ndarray
+    face_times: np.ndarray
+    faces: list["FaceSighting"]
+    audio16: np.ndarray | None
+    audio_out: np.ndarray | None
+    out_rate: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio16 is not None
+
+
+# --------------------------------------------------------------------------- lineage
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+@functools.lru_cache(maxsize=1)
+def _weights() -> dict[str, Path]:
+    import cv2
+    import resemblyzer
+    import silero_vad
+
+    return {
+        "speech": Path(silero_vad.__file__).parent / "data" / "silero_vad.jit",
+        "speakers": Path(resemblyzer.__file__).parent / "pretrained.pt",
+        "faces": Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml",
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _detector_info() -> dict[str, dict[str, Any]]:
+    w = _weights()
+    return {
+        "shots": {"name": "pyscenedetect-content+linearity-dissolve", "package": "scenedetect-headless",
+                  "version": _version("scenedetect-headless"), "weights_sha256": None},
+        "speech": {"name": "silero-vad", "package": "silero-vad", "version": _version("silero-vad"),
+                   "weights": w["speech"].name, "weights_sha256": _sha256(w["speech"])},
+        "speakers": {"name": "resemblyzer-voice-encoder", "package": "Resemblyzer", "version": _version("Resemblyzer"),
+                     "weights": w["speakers"].name, "weights_sha256": _sha256(w["speakers"])},
+        "faces": {"name": "opencv-haar-frontalface", "package": "opencv-python-headless",
+                  "version": _version("opencv-python-headless"), "weights": w["faces"].name,
+                  "weights_sha256": _sha256(w["faces"])},
+    }
+
+
+def detector_info() -> dict[str, dict[str, Any]]:
+    """Each detector's name, package version, weight file and its sha256 (a fresh copy)."""
+    return {k: dict(v) for k, v in _detector_info().items()}
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _crop_to_aspect(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Centre-crop ``img`` (H, W, C) to the aspect ratio ``width:height``."""
+    h, w = img.shape[:2]
+    if w * height > h * width:  # too wide
+        cw = max(1, round(h * width / height))
+        x0 = (w - cw) // 2
+        return img[:, x0 : x0 + cw]
+    ch = max(1, round(w * height / width))
+    y0 = (h - ch) // 2
+    return img[y0 : y0 + ch]
+
+
+def decode_footage(
+    path: str | os.PathLike,
+    out_size: tuple[int, int],
+    out_rate: int,
+    settings: DetectorSettings = DetectorSettings(),
+) -> Footage:
+    """Decode every frame and the audio of ``path`` once, keeping only what the detectors and
+    the writer need (see :class:`Footage`). ``out_size`` is (width, height). Raises
+    :class:`DecodeError` for a file that is not a video or whose stream breaks off early."""
+    import av
+    import cv2
+
+    out_w, out_h = out_size
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as exc:
+        raise DecodeError(f"not a readable video ({exc.__class__.__name__}: {exc})") from None
+    with container:
+        if not container.streams.video:
+            raise DecodeError("has no video stream")
+        vstream = container.streams.video[0]
+        vstream.thread_type = "AUTO"
+        astream = container.streams.audio[0] if container.streams.audio else None
+        declared = None
+        if vstream.duration is not None and vstream.time_base is not None:
+            declared = float(vstream.duration * vstream.time_base)
+        elif container.duration is not None:
+            declared = container.duration / 1e6
+        rate = vstream.average_rate or vstream.guessed_rate
+        times: list[float] = []
+        small: list[np.ndarray] = []
+        out: list[np.ndarray] = []
+        faces: list[FaceSighting] = []
+        face_times: list[float] = []
+        next_face = 0.0
+        r16 = av.AudioResampler(format="flt", layout="mono", rate=ANALYSIS_RATE) if astream else None
+        rout = av.AudioResampler(format="flt", layout="mono", rate=int(out_rate)) if astream else None
+        a16: list[np.ndarray] = []
+        aout: list[np.ndarray] = []
+        problems: list[str] = []
+        t0: float | None = None
+        streams = [vstream] + ([astream] if astream is not None else [])
+        try:
+            for frame in container.decode(*streams):
+                if isinstance(frame, av.AudioFrame):
+                    for rs, sink in ((r16, a16), (rout, aout)):
+                        for f in rs.resample(frame):
+                            sink.append(f.to_ndarray().reshape(-1))
+                    continue
+                t = float(frame.time if frame.time is not None else len(times) / float(rate or 25))
+                if t0 is None:
+                    t0 = t
+                rgb = frame.to_ndarray(format="rgb24")
+                h, w = rgb.shape[:2]
+                sh = max(2, round(SHOT_WIDTH * h / w))
+                small.append(cv2.resize(rgb, (SHOT_WIDTH, sh), interpolation=cv2.INTER_AREA))
+                out.append(cv2.resize(_crop_to_aspect(rgb, out_w, out_h), (out_w, out_h), interpolation=cv2.INTER_AREA))
+                if t - t0 >= next_face - 1e-6:
+                    face_times.append(t - t0)
+                    faces.extend(_sightings(rgb, t - t0, (out_w, out_h), settings))
+                    next_face += 1.0 / settings.face_rate
+                times.append(t - t0)
+        except (av.FFmpegError, OSError) as exc:
+            problems.append(f"the stream breaks off at {times[-1] if times else 0.0:.2f} s ({exc.__class__.__name__})")
+        if r16 is not None and rout is not None:
+            for rs, sink in ((r16, a16), (rout, aout)):
+                for f in rs.resample(None):
+                    sink.append(f.to_ndarray().reshape(-1))
+        if not times:
+            raise DecodeError("has no decodable video frames" + (f": {problems[0]}" if problems else ""))
+        fps = float(rate) if rate else (len(times) - 1) / max(times[-1], 1e-6)
+        duration = times[-1] + 1.0 / fps
+        if declared and duration < 0.9 * declared:
+            problems.append(f"decoded {duration:.2f} s of a declared {declared:.2f} s (truncated file)")
+        if problems:
+            raise DecodeError("; ".join(problems))
+        audio16 = np.concatenate(a16).astype(np.float32) if a16 else None
+        audio_out = np.concatenate(aout).astype(np.float32) if aout else None
+        if astream is not None and (audio16 is None or audio16.size == 0):
+            audio16 = audio_out = None
+        return Footage(
+            fps=fps, duration_s=duration, width=int(vstream.codec_context.width), height=int(vstream.codec_context.height),
+            codec=str(vstream.codec_context.name), times=np.asarray(times), small=np.stack(small), out=np.stack(out),
+            face_times=np.asarray(face_times), faces=faces, audio16=audio16, audio_out=audio_out, out_rate=int(out_rate),
+        )
+
+
+# --------------------------------------------------------------------------- shots
+
+
+def detect_shots(small: np.ndarray, times: np.ndarray, fps: float,
+                 settings: DetectorSettings = DetectorSettings()) -> list[Transition]:
+    """Hard cuts (PySceneDetect ``ContentDetector``) and gradual transitions (a linearity test)
+    in frames ``small`` (N, h, w, 3) RGB at ``times``. Each transition's ``t`` is the time of
+    the first frame of the new shot (for a dissolve, its middle)."""
+    import cv2
+    from scenedetect.common import FrameTimecode
+    from scenedetect.detectors import ContentDetector
+
+    n = len(small)
+    min_len = max(1, round(settings.min_shot_s * fps))
+    det = ContentDetector(threshold=settings.cut_threshold, min_scene_len=min_len)
+    hard: list[int] = []
+    for i in range(n):
+        bgr = cv2.cvtColor(small[i], cv2.COLOR_RGB2BGR)
+        for tc in det.process_frame(FrameTimecode(i, fps), bgr):
+            hard.append(int(tc.frame_num))
+    for tc in det.post_process(FrameTimecode(max(n - 1, 0), fps)):
+        hard.append(int(tc.frame_num))
+    hard = sorted({i for i in hard if 0 < i < n})
+    out = [Transition(float(times[i]), "hard", (float(times[i]), float(times[i]))) for i in hard]
+
+    # Gradual: f(t) ~ (f(t-k) + f(t+k)) / 2 while f(t-k) and f(t+k) differ, with no hard cut
+    # inside the window. Consecutive hits form one transition, placed at its middle frame.
+    f = small.astype(np.float32)
+    hit = np.zeros(n, bool)
+    for half in settings.gradual_half_window_s:
+        k = max(2, round(half * fps))
+        if n <= 2 * k:
+            continue
+        a, m, b = f[: n - 2 * k], f[k : n - k], f[2 * k :]
+        change = np.abs(b - a).mean(axis=(1, 2, 3))
+        nonlin = np.abs(m - (a + b) / 2).mean(axis=(1, 2, 3))
+        ok = (change >= settings.gradual_min_change) & (nonlin <= settings.gradual_max_nonlinearity * change)
+        for j in np.nonzero(ok)[0]:
+            c = j + k
+            if not any(c - k <= h <= c + k for h in hard):
+                hit[c] = True
+    runs: list[tuple[int, int]] = []
+    for i in np.nonzero(hit)[0]:
+        if runs and i - runs[-1][1] <= 2:
+            runs[-1] = (runs[-1][0], int(i))
+        else:
+            runs.append((int(i), int(i)))
+    for s, e in runs:
+        c = (s + e) // 2
+        if all(abs(c - h) >= min_len for h in hard):
+            out.append(Transition(float(times[c]), "gradual", (float(times[s]), float(times[e]))))
+    return sorted(out, key=lambda tr: tr.t)
+
+
+# --------------------------------------------------------------------------- speech
+
+
+@functools.lru_cache(maxsize=1)
+def _vad_model():
+    import silero_vad
+
+    return silero_vad.load_silero_vad(onnx=False)
+
+
+def detect_speech(audio16: np.ndarray, settings: DetectorSettings = DetectorSettings()) -> list[tuple[float, float]]:
+    """Speech spans ``[(start, end), ...]`` in seconds of 16 kHz mono audio (Silero VAD)."""
+    import silero_vad
+    import torch
+
+    if audio16 is None or audio16.size < ANALYSIS_RATE // 10:
+        return []
+    spans = silero_vad.get_speech_timestamps(
+        torch.from_numpy(np.ascontiguousarray(audio16, dtype=np.float32)), _vad_model(), sampling_rate=ANALYSIS_RATE,
+        threshold=settings.vad_threshold, min_speech_duration_ms=settings.vad_min_speech_ms,
+        min_silence_duration_ms=settings.vad_min_silence_ms, speech_pad_ms=settings.vad_pad_ms,
+        return_seconds=True, time_resolution=3,
+    )
+    return [(float(s["start"]), float(s["end"])) for s in spans]
+
+
+@functools.lru_cache(maxsize=1)
+def _voice_encoder():
+    from resemblyzer import VoiceEncoder
+
+    return VoiceEncoder("cpu", verbose=False)
+
+
+def embed_voices(audio16: np.ndarray, spans: list[tuple[float, float]]) -> np.ndarray:
+    """One unit-length speaker embedding (256-d, Resemblyzer) per speech span."""
+    if not spans:
+        return np.zeros((0, 256), np.float32)
+    enc = _voice_encoder()
+    rows = []
+    for s, e in spans:
+        seg = audio16[int(s * ANALYSIS_RATE) : int(e * ANALYSIS_RATE)].astype(np.float32)
+        peak = float(np.abs(seg).max()) if seg.size else 0.0
+        if peak > 0:
+            seg = seg / peak * 0.9
+        rows.append(enc.embed_utterance(seg))
+    return np.stack(rows).astype(np.float32)
+
+
+def _cluster(vectors: np.ndarray, similarity: float) -> list[int]:
+    """Average-linkage clusters of unit vectors cut at cosine ``similarity``; labels 0, 1, ...
+    in order of first appearance."""
+    n = len(vectors)
+    if n == 0:
+        return []
+    if n == 1:
+        return [0]
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    z = linkage(vectors, method="average", metric="cosine")
+    raw = fcluster(z, t=1.0 - similarity, criterion="distance")
+    order: dict[int, int] = {}
+    return [order.setdefault(int(r), len(order)) for r in raw]
+
+
+def group_speakers(embeddings: np.ndarray, settings: DetectorSettings = DetectorSettings()) -> list[int]:
+    """A speaker index per utterance (0, 1, ... in order of first speech)."""
+    return _cluster(embeddings, settings.speaker_similarity)
+
+
+# --------------------------------------------------------------------------- faces
+
+
+@functools.lru_cache(maxsize=1)
+def _face_cascade():
+    import cv2
+
+    cascade = cv2.CascadeClassifier(str(_weights()["faces"]))
+    if cascade.empty():
+        raise RuntimeError(f"cannot load the face cascade {_weights()['faces']}")
+    return cascade
+
+
+def detect_faces(grey: np.ndarray, settings: DetectorSettings = DetectorSettings()) -> list[tuple[int, int, int, int]]:
+    """Frontal faces in one grey frame: ``[(x, y, w, h), ...]`` in its pixels."""
+    side = max(12, round(settings.face_min_share * grey.shape[0]))
+    found = _face_cascade().detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side, side))
+    return [tuple(int(v) for v in box) for box in (found if len(found) else [])]
+
+
+def _sightings(rgb: np.ndarray, t: float, out_size: tuple[int, int], settings: DetectorSettings) -> list[FaceSighting]:
+    """Detect faces in one RGB frame and keep, for each, a portrait crop (head and
+    shoulders: the face box grown 2x, at the output aspect) scaled to ``out_size``."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    fh = max(2, round(FACE_WIDTH * h / w))
+    grey = cv2.cvtColor(cv2.resize(rgb, (FACE_WIDTH, fh), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    out: list[FaceSighting] = []
+    sx, sy = w / FACE_WIDTH, h / fh
+    ow, oh = out_size
+    for box in detect_faces(grey, settings):
+        x, y, bw, bh = box
+        cx, cy = (x + bw / 2) * sx, (y + bh / 2) * sy
+        side_h = min(h, 2.0 * bh * sy)
+        side_w = min(w, side_h * ow / oh)
+        side_h = side_w * oh / ow
+        x0 = int(np.clip(cx - side_w / 2, 0, w - side_w))
+        y0 = int(np.clip(cy - side_h / 2, 0, h - side_h))
+        crop = rgb[y0 : y0 + int(side_h), x0 : x0 + int(side_w)]
+        portrait = cv2.resize(crop, (ow, oh), interpolation=cv2.INTER_AREA)
+        out.append(FaceSighting(t, (x / FACE_WIDTH, y / fh, bw / FACE_WIDTH, bh / fh), face_descriptor(grey, box), portrait))
+    return out
+
+
+def face_descriptor(grey: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """A unit-length descriptor of a face: its crop scaled to 24x24, zero mean."""
+    import cv2
+
+    x, y, w, h = box
+    crop = cv2.resize(grey[y : y + h, x : x + w], (24, 24), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    crop -= crop.mean()
+    norm = float(np.linalg.norm(crop))
+    return crop / norm if norm > 0 else crop
+
+
+def group_faces(descriptors: np.ndarray, settings: DetectorSettings = DetectorSettings()) -> list[int]:
+    """A person index per face detection (0, 1, ... in order of first sight)."""
+    return _cluster(descriptors, settings.face_similarity)
+
+
+def settings_dict(settings: DetectorSettings) -> dict[str, Any]:
+    d = asdict(settings)
+    d["gradual_half_window_s"] = list(settings.gradual_half_window_s)
+    return d
