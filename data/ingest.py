@@ -455,10 +455,12 @@ def _ref_audio(m: dict[str, Any], fo: fx.Footage, speaker: str, seg: Segment, cf
 
 
 def _ref_image(fo: fx.Footage, m: dict[str, Any], person: str, seg: Segment) -> np.ndarray | None:
-    """A portrait of this person from the sighting farthest in time from the clip."""
+    """A portrait of this person from the sighting farthest in time from the clip, away from
+    any transition (a dissolve's frames blend two shots)."""
     best, far = None, 0.0
+    near_cut = [(tr["span"][0] - 0.25, tr["span"][1] + 0.25) for tr in m["transitions"]]
     for f, rec in zip(fo.faces, m["faces"]):
-        if rec["person"] != person or seg.start - 1e-6 <= f.t < seg.end:
+        if rec["person"] != person or seg.start - 1e-6 <= f.t < seg.end or any(a <= f.t <= b for a, b in near_cut):
             continue
         dist = min(abs(f.t - seg.start), abs(f.t - seg.end))
         if best is None or dist > far:

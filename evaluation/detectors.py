@@ -53,6 +53,11 @@ __all__ = [
     "DetectorConfigError",
     "DetectorSuite",
     "EnergyHarmonicitySpeech",
+    "FOOTAGE_DETECTORS",
+    "FaceLook",
+    "ResemblyzerVoice",
+    "SceneCuts",
+    "SileroSpeech",
     "FeatureExtractor",
     "FrameDifferenceCuts",
     "ModelCutDetector",
@@ -694,6 +699,105 @@ class ModelSpeechDetector:
         p = self.model(w[None, :]).reshape(-1)
         hop = int(round(self.hop * self.sample_rate))
         return _mask_to_intervals(p >= self.threshold, hop, self.sample_rate, len(w), self.min_gap, self.min_speech)
+
+
+# --------------------------------------------------------------------------- footage
+
+
+@register("cuts", name="scenes")
+@dataclass
+class SceneCuts:
+    """Real-footage cuts: PySceneDetect's ``ContentDetector`` for hard cuts and the linearity
+    test for dissolves (:func:`mavin_ops.data.footage.detect_shots`, what ingest measured the
+    benchmark with). ``threshold`` is ContentDetector's; ``min_shot_s`` the shortest shot."""
+
+    threshold: float = 27.0
+    min_shot_s: float = 0.25
+
+    def detect(self, frames: np.ndarray, fps: float) -> list[int]:
+        from mavin_ops.data import footage as fx
+
+        frames = np.asarray(frames)
+        if len(frames) < 2:
+            return []
+        settings = fx.DetectorSettings(cut_threshold=self.threshold, min_shot_s=self.min_shot_s)
+        times = np.arange(len(frames)) / float(fps)
+        return [int(round(tr.t * fps)) for tr in fx.detect_shots(frames, times, float(fps), settings)]
+
+
+@register("speech", name="silero")
+@dataclass
+class SileroSpeech:
+    """Silero VAD (weights ship in the ``silero-vad`` wheel) on the waveform resampled to 16 kHz."""
+
+    threshold: float = 0.5
+    min_speech_ms: int = 250
+    min_silence_ms: int = 150
+
+    def detect(self, waveform: np.ndarray, sample_rate: int) -> list[Interval]:
+        from mavin_ops.data import footage as fx
+
+        w = _resample(np.asarray(waveform, dtype=np.float32), int(sample_rate), fx.ANALYSIS_RATE)
+        settings = fx.DetectorSettings(vad_threshold=self.threshold, vad_min_speech_ms=self.min_speech_ms,
+                                       vad_min_silence_ms=self.min_silence_ms)
+        return [(float(a), float(b)) for a, b in fx.detect_speech(w, settings)]
+
+
+@register("voice", name="resemblyzer")
+@dataclass
+class ResemblyzerVoice:
+    """Resemblyzer's speaker encoder (weights ship in the wheel): a 256-d voice embedding of
+    the waveform resampled to 16 kHz; None for less than ``min_seconds`` or silence."""
+
+    min_seconds: float = 0.3
+
+    def embed(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray | None:
+        from mavin_ops.data import footage as fx
+
+        w = _resample(np.asarray(waveform, dtype=np.float32), int(sample_rate), fx.ANALYSIS_RATE)
+        if len(w) < self.min_seconds * fx.ANALYSIS_RATE or float(np.abs(w).max(initial=0.0)) < 1e-3:
+            return None
+        return fx.embed_voices(w, [(0.0, len(w) / fx.ANALYSIS_RATE)])[0]
+
+
+@register("look", name="face")
+@dataclass
+class FaceLook:
+    """A character's look on real footage: OpenCV's Haar face detector on frames scaled up to
+    at least ``min_height`` pixels, and the mean descriptor (an aligned grey face crop) of the
+    faces it finds. No face found gives an empty vector, which the metrics score as 0 (no
+    face, no likeness; a zero vector would be a broken extractor, NaN)."""
+
+    min_height: int = 128
+
+    def features(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        import cv2
+
+        from mavin_ops.data import footage as fx
+
+        frames = np.asarray(frames)
+        scale = max(1.0, self.min_height / frames.shape[1])
+        found = []
+        for f in frames:
+            big = cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC) if scale > 1 else f
+            grey = cv2.cvtColor(np.ascontiguousarray(big), cv2.COLOR_RGB2GRAY)
+            boxes = fx.detect_faces(grey)
+            if boxes:
+                found.append(fx.face_descriptor(grey, max(boxes, key=lambda b: b[2] * b[3])))
+        if not found:
+            return np.zeros(0, np.float32)
+        return _unit(np.mean(found, axis=0).astype(np.float32))
+
+
+#: The detectors the footage evaluation profile uses (a benchmark ``data ingest`` made): the
+#: same detectors ingest measured the benchmark with.
+FOOTAGE_DETECTORS: dict[str, dict[str, Any]] = {
+    "cuts": {"name": "scenes"},
+    "speech": {"name": "silero"},
+    "shot_features": {"name": "colour_texture"},
+    "look": {"name": "face"},
+    "voice": {"name": "resemblyzer"},
+}
 
 
 # --------------------------------------------------------------------------- config

@@ -130,6 +130,11 @@ class EvalConfig:
     #: term counts only where the encoder sees the character / a drawn scene in both shots)
     #: or ``regions`` (per-region features of the ``cisc_features`` / ``shot_features`` kind).
     shot_consistency: str = "encoder"
+    #: Which detectors and encoder fit the benchmark: ``synthetic`` (the built-in defaults and
+    #: the world encoder), ``footage`` (data/footage.py's detectors, no world encoder: see
+    #: :data:`detectors.FOOTAGE_DETECTORS`), or None: chosen from the benchmark's
+    #: ``mavinset.json`` (``kind: footage`` is what ``data ingest`` writes).
+    profile: str | None = None
 
     def delta(self, fps: float) -> int:
         if self.sta_delta_frames is not None:
@@ -177,6 +182,8 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | EvalConfig | Non
         cfg.regions = {**EvalConfig().regions, **regions}
     if cfg.cisc_features not in ("look", "shot_features"):
         raise EvaluationError(f"{source}: cisc_features: '{cfg.cisc_features}' is not 'look' or 'shot_features'")
+    if cfg.profile not in (None, "synthetic", "footage"):
+        raise EvaluationError(f"{source}: profile: '{cfg.profile}' is not 'synthetic' or 'footage' (or null: from the benchmark)")
     if cfg.shot_consistency not in ("encoder", "regions"):
         raise EvaluationError(f"{source}: shot_consistency: '{cfg.shot_consistency}' is not 'encoder' or 'regions'")
     if cfg.encoder is not None and not isinstance(cfg.encoder, str):
@@ -485,7 +492,7 @@ def evaluate_clips(
         if v is not None:
             agg[name] = {"mean": float(v), "count": 1, "missing": 0, "per_clip": False}
     references: dict[str, Any] = {}
-    if truth is not None and encoder is not None:
+    if truth is not None:
         missing = [str(c.id) for c in clips if str(c.id) not in truth]
         if missing:
             raise EvaluationError(f"no ground-truth clip for {', '.join(missing[:5])}; pass the benchmark's clips as truth")
@@ -494,15 +501,18 @@ def evaluate_clips(
         from mavin_ops.evaluation.encoder import shuffle_pixels
 
         shuffled = [_as_clip(c, shuffle_pixels(np.asarray(c.frames), rng)) for c in gt]
-        gt_feat = _frames_features(encoder, gt)
+        # Fidelity needs the world encoder (off for footage: it only knows the synthetic world).
+        gt_feat = _frames_features(encoder, gt) if encoder is not None else None
         scoring_truth = all(c is g for c, g in zip(clips, gt))  # the benchmark scored as its own generation
         for name, items in (("ground_truth", gt), ("shuffled", shuffled)):
             ref_agg = {k: agg[k] for k in PER_CLIP_METRICS} if scoring_truth and name == "ground_truth" else score(items)[1]
             means = {k: v.get("mean") for k, v in ref_agg.items()}
-            means["fidelity_fd"] = frechet_distance_of(encoder, items, gt_feat)
+            if gt_feat is not None:
+                means["fidelity_fd"] = frechet_distance_of(encoder, items, gt_feat)
             references[name] = means
-        n_frames = int(sum(len(c.frames) for c in clips))
-        agg["fidelity_fd"] = {"mean": frechet_distance_of(encoder, clips, gt_feat), "count": n_frames, "missing": 0, "per_clip": False}
+        if gt_feat is not None:
+            n_frames = int(sum(len(c.frames) for c in clips))
+            agg["fidelity_fd"] = {"mean": frechet_distance_of(encoder, clips, gt_feat), "count": n_frames, "missing": 0, "per_clip": False}
     bench = dict(benchmark or {})
     bench.setdefault("digest", benchmark_digest(rows))
     bench.setdefault("id", f"clips@{bench['digest'][:12]}")
@@ -546,6 +556,32 @@ def _manifest_rows(root: Path, what: str) -> list[dict[str, Any]]:
         return read_clips(root, what=what)
     except DatasetError as exc:
         raise EvaluationError(f"{exc}") from None
+
+
+def dataset_kind(root: Path) -> str:
+    """``footage`` for a dataset ``data ingest`` wrote, else ``synthetic`` (from mavinset.json)."""
+    try:
+        meta = json.loads((root / "mavinset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "synthetic"
+    return "footage" if isinstance(meta, dict) and meta.get("kind") == "footage" else "synthetic"
+
+
+def with_profile(cfg: EvalConfig, kind: str) -> EvalConfig:
+    """``cfg`` with the profile for a benchmark of ``kind`` applied where the config left the
+    choice open: for footage, the footage detectors (unless ``detectors`` is set) and no world
+    encoder (unless ``encoder`` is set)."""
+    profile = cfg.profile or kind
+    if profile != "footage":
+        return dataclasses.replace(cfg, profile=profile)
+    from mavin_ops.evaluation.detectors import FOOTAGE_DETECTORS
+
+    return dataclasses.replace(
+        cfg,
+        profile="footage",
+        detectors=dict(cfg.detectors) or {k: dict(v) for k, v in FOOTAGE_DETECTORS.items()},
+        encoder="" if cfg.encoder is None else cfg.encoder,
+    )
 
 
 def _benchmark_id(root: Path, split: str, digest: str) -> str:
@@ -674,7 +710,7 @@ def evaluate_dir(
     """
     gen_root = Path(generated_dir)
     bench_root = Path(benchmark_dir) if benchmark_dir is not None else gen_root
-    cfg = load_config(config)
+    cfg = with_profile(load_config(config), dataset_kind(bench_root))
     all_bench = _manifest_rows(bench_root, "benchmark")
     bench_rows = [r for r in all_bench if r.get("split") == cfg.split]
     if not bench_rows:

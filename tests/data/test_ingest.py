@@ -344,3 +344,33 @@ def test_plan_segments_respects_the_preset_limits():
     segs2, left2 = ingest.plan_segments([0.0, 1.0, 1.3, 5.0], [True, False, True], cfg)
     assert [(s.start, s.end) for s in segs2] == [(1.3, 1.3 + 29 / 8)] and left2 == [(0.0, 1.0, left2[0][2])]
     assert "too short" in left2[0][2]
+
+
+def test_the_footage_profile_scores_an_ingested_benchmark_and_tells_a_face_from_noise(footage, tmp_path):
+    """Item 4: STA, TAMS, VC, AC (and CISC) on clips of an ingested benchmark, with the
+    detectors ingest measured it with, chosen from the dataset's mavinset.json."""
+    import dataclasses
+
+    from footage_kit import VOICES, speak
+
+    from mavin_ops.evaluation.runner import evaluate_clips, evaluate_dir
+
+    out = tmp_path / "validated"  # what the pipeline scores: the quarantined sidecar clip left out
+    validate.validate_dataset(footage["out"], out_dir=tmp_path / "val", validated_dir=out, max_quarantine_share=0.5, build_docs=False)
+    talk = next(r for r in footage["rows"] if r["source"] == "talk.mp4" and r["source_span"][0] == 0.0)
+    result = evaluate_dir(out, out, tmp_path / "eval", config={"split": talk["split"]})
+    assert result["config"]["profile"] == "footage" and result["config"]["encoder"] == ""
+    assert result["config"]["detectors"]["cuts"]["name"] == "scenes" and result["config"]["detectors"]["voice"]["name"] == "resemblyzer"
+    gt, noise = result["references"]["ground_truth"], result["references"]["shuffled"]
+    assert gt["sta"] == pytest.approx(1.0) and gt["tams"] > 0.9 and gt["vc"] > 0.85 and gt["ac"] > 0.6, gt
+    assert noise["vc"] == 0.0 and noise["sta"] < 1.0, noise  # pixels shuffled: no face, cuts everywhere
+    # The scripted speaker's line said in the other voice: AC drops well below the truth's.
+    clip = media.load_clip(out, talk)
+    ev = next(e for e in clip.script.event if e.speaker == "SPK1")
+    other = speak(VOICES[1], "The ship leaves at dawn.", clip.sample_rate)
+    wav = np.zeros_like(clip.waveform)
+    a = int(ev.time_range.start * clip.sample_rate)
+    wav[a : a + len(other)] = other[: len(wav) - a]
+    swapped = evaluate_clips([dataclasses.replace(clip, waveform=wav)], {"profile": "footage"})["clips"][0]["metrics"]
+    truth = evaluate_clips([clip], {"profile": "footage"})["clips"][0]["metrics"]
+    assert truth["ac"] > 0.6 and swapped["ac"] < truth["ac"] - 0.15, (truth["ac"], swapped["ac"])
