@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -629,6 +630,8 @@ def ingest_source(path: str, rel: str, sha: str, out: str, cfg: IngestSettings, 
 
 
 def _load_state(out: Path, sha: str, key: str) -> dict[str, Any] | None:
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        return None  # a name read from storage never becomes a path unless it is a sha256
     path = _state_path(out, sha)
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
@@ -659,10 +662,15 @@ def ingest(
     workers: int | None = None,
     progress: bool = True,
     settings: IngestSettings | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Ingest every video under ``srcs`` into ``out_dir`` (see the module docstring) and
     return the ``ingest.json`` report. An ``out_dir`` holding anything but an earlier ingest
-    is refused; an earlier ingest is resumed (finished sources are not redone)."""
+    is refused; an earlier ingest is resumed (finished sources are not redone).
+
+    ``shard`` (i, n) takes only the i-th of n equal shares of the videos (sorted by path,
+    dealt round-robin); shard 0 also reports the files that are not videos. :func:`join`
+    merges the shards' outputs into one dataset (the pipeline's fan-out on a cluster)."""
     cfg = settings or IngestSettings(preset=get_preset(preset))
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -674,9 +682,14 @@ def ingest(
     except ValueError as exc:
         raise IngestError(str(exc)) from None
     sources, rejected = find_sources(srcs)
-    not_video = len(rejected)
     if not sources:
         raise IngestError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) under {', '.join(map(str, srcs))}")
+    if shard is not None:
+        i, n = shard
+        if not (isinstance(n, int) and n >= 1 and isinstance(i, int) and 0 <= i < n):
+            raise IngestError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+        sources = sources[i::n]
+        rejected = rejected if i == 0 else []
     (out / STATE_DIR / "sources").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     shas = {rel: _manifest.sha256_file(path) for path, rel in sources}
@@ -708,25 +721,34 @@ def ingest(
                     bar.update(1)
     finally:
         bar.close()
-    good = [shas[rel] for rel, rec in records.items() if rec["rows"]]
+    extra = {"workers": workers, "sources_resumed": resumed, "run_key": _run_key(cfg, captioner), "total_wall": time.perf_counter() - t0,
+             "captioner": None if captioner is None else {"url": captioner.url, "model": captioner.model}}
+    return assemble(out, [records[rel] for _, rel in sources], rejected, cfg, extra)
+
+
+def assemble(out: Path, records: list[dict[str, Any]], file_rejections: list[dict[str, Any]], cfg: IngestSettings,
+             extra: dict[str, Any]) -> dict[str, Any]:
+    """Write the dataset files from the per-source records (media already in ``out``):
+    splits by source, ``manifest.jsonl``, ``rejected.jsonl``, ``ingest.json``, ``mavinset.json``."""
+    good = [rec["sha256"] for rec in records if rec["rows"]]
     splits = assign_splits(good, cfg.eval_share)
     rows: list[dict[str, Any]] = []
+    rejected = list(file_rejections)
     seconds: dict[str, float] = {}
     measured: dict[str, Any] = {}
-    for _, rel in sources:
-        rec = records[rel]
+    for rec in sorted(records, key=lambda r: r["source"]):
         rejected.extend(rec["rejected"])
         for k, v in rec["seconds"].items():
             seconds[k] = seconds.get(k, 0.0) + v
         if rec["measured"] is not None:
-            measured[rel] = rec["measured"]
+            measured[rec["source"]] = rec["measured"]
         for row in rec["rows"]:
             rows.append(dict(row, split=splits[rec["sha256"]]))
     counts = {
-        "files": len(sources) + not_video,
-        "videos": len(sources),
+        "files": len(records) + len(file_rejections),
+        "videos": len(records),
         "sources_ingested": len(good),
-        "sources_resumed": resumed,
+        "sources_resumed": extra.get("sources_resumed", 0),
         "clips": {s: sum(1 for r in rows if r["split"] == s) for s in _manifest.SPLITS},
         "clips_with_script_issues": sum(1 for r in rows if r.get("ingest_issues")),
         "rejected": len(rejected),
@@ -738,9 +760,12 @@ def ingest(
         "settings": cfg.to_json(),
         "detectors": fx.detector_info(),
         "counts": counts,
-        "seconds": {k: round(v, 3) for k, v in seconds.items()} | {"total_wall": round(time.perf_counter() - t0, 3)},
-        "workers": workers,
-        "captioner": None if captioner is None else {"url": captioner.url, "model": captioner.model},
+        "seconds": {k: round(v, 3) for k, v in seconds.items()} | {"total_wall": round(extra.get("total_wall", 0.0), 3)},
+        "workers": extra.get("workers", 1),
+        "shards": extra.get("shards", 1),
+        "run_key": extra.get("run_key"),
+        "captioner": extra.get("captioner"),
+        "inputs": {rec["source"]: rec["sha256"] for rec in sorted(records, key=lambda r: r["source"])},
         "sources": measured,
     }
     _manifest.write_manifest(out, rows)
@@ -751,6 +776,56 @@ def ingest(
             "sources": {s: sum(1 for v in splits.values() if v == s) for s in _manifest.SPLITS}}
     _atomic_json(out, "mavinset.json", meta)
     return report
+
+
+def join(shard_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, settings: IngestSettings) -> dict[str, Any]:
+    """Merge the outputs of :func:`ingest` shards into one dataset at ``out_dir`` (empty):
+    every shard's media (hard links where the file system allows) and per-source records,
+    with splits decided over all sources together. A shard whose media no longer matches
+    its records is refused (run that shard again)."""
+    out = Path(out_dir)
+    if out.is_dir() and any(out.iterdir()):
+        raise IngestError(f"join output {out} is not empty; pick an empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    file_rejections: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    extra: dict[str, Any] = {"shards": 0, "workers": 0, "total_wall": 0.0, "captioner": None}
+    for shard in map(Path, shard_dirs):
+        try:
+            report = json.loads((shard / REPORT).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise IngestError(f"shard {shard}: no readable {REPORT} ({exc.__class__.__name__}); run that shard again") from None
+        extra["shards"] += 1
+        extra["workers"] += int(report.get("workers", 1))
+        extra["total_wall"] = max(extra["total_wall"], float((report.get("seconds") or {}).get("total_wall", 0.0)))
+        extra["captioner"] = extra["captioner"] or report.get("captioner")
+        shard_records = []
+        for rel, sha in (report.get("inputs") or {}).items():
+            rec = _load_state(shard, sha, str(report.get("run_key", "")))
+            if rec is None:
+                raise IngestError(f"shard {shard}: the record of '{rel}' is missing or its media changed; run that shard again")
+            if rel in seen:
+                raise IngestError(f"source '{rel}' was ingested by two shards ({seen[rel]} and {shard}); give each shard its own files")
+            seen[rel] = str(shard)
+            shard_records.append(rec)
+        for rec in shard_records:
+            for row in rec["rows"]:
+                for rel in row["sha256"]:  # checked against the record by _load_state
+                    src = _manifest.resolve_media(shard, rel)
+                    dst = _manifest.resolve_media(out, rel)
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(src, dst)
+                    except OSError:
+                        shutil.copy2(src, dst)
+        records.extend(shard_records)
+        sources = {rec["source"] for rec in shard_records}
+        lines = (shard / REJECTED).read_text(encoding="utf-8").splitlines() if (shard / REJECTED).is_file() else []
+        for line in map(json.loads, filter(str.strip, lines)):
+            if "segment" not in line and line.get("source") not in sources:
+                file_rejections.append(line)
+    return assemble(out, records, file_rejections, settings, extra)
 
 
 def with_settings(preset: str, **overrides: Any) -> IngestSettings:

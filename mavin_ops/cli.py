@@ -6,6 +6,7 @@
     mavin-ops data validate DIR                          Great Expectations + grounding checks
     mavin-ops script check FILE...                       MTSS scripts on their own: every issue, one line each
     mavin-ops release                                    the release pipeline, locally
+    mavin-ops release --source DIR                       the same on your own footage (ingest in place of generate)
     mavin-ops release --resume RELEASE_ID                re-run a failed release; finished steps are reused
     mavin-ops train --stage STAGE --dataset DIR          one training stage (DeepSpeed)
     mavin-ops export CKPT --out REPO                     ONNX + Triton repository
@@ -144,7 +145,7 @@ def _script_check(args: argparse.Namespace) -> int:
 
 #: The pipeline options of ``mavin-ops release``: a resumed release keeps the ones it was started with.
 _RELEASE_OPTIONS = ("preset", "seed", "registry", "remote", "endpoint_url", "max_quarantine_share", "train_steps",
-                    "sample_steps", "sample_limit", "model", "policy", "dataset_rev")
+                    "sample_steps", "sample_limit", "model", "policy", "dataset_rev", "source", "ingest_shards")
 
 
 def _release(args: argparse.Namespace) -> int:
@@ -170,6 +171,8 @@ def _release(args: argparse.Namespace) -> int:
         model_name=args.model,
         gate_policy=args.policy or "",
         dataset_rev=args.dataset_rev,
+        source=args.source,
+        ingest_shards=args.ingest_shards,
         cache=args.cache,
         resume=args.resume,
         echo=print,
@@ -611,6 +614,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on this version from the data registry instead of generating fresh data: a tag "
         "(mavinset-mini-v3), a registry git revision, or 'latest' (the newest version when the run starts)",
     )
+    rel.add_argument(
+        "--source",
+        default="",
+        metavar="DIR",
+        help="train on your own footage: ingest the videos in DIR (mavin-ops data ingest) in place of generating data, "
+        "then version, validate, train, gate, export and promote as usual",
+    )
+    rel.add_argument("--ingest-shards", type=_count(1), default=1, help="with --source: ingest in this many parallel shards (default: 1, every core)")
     rel.add_argument(
         "--cache",
         action=argparse.BooleanOptionalAction,

@@ -63,6 +63,19 @@ def preflight(args: dict) -> None:
         raise PreflightError(f"--preset '{preset}' is not a release preset; use one of {', '.join(known)}")
     if args.get("gate_policy"):
         load_policy(args["gate_policy"])  # PolicyError names the file and the field
+    if args.get("source"):
+        from mavin_ops.data.ingest import find_sources
+
+        if args.get("dataset_rev"):
+            raise PreflightError("--source ingests new footage and --dataset-rev reuses a registry version; pass one of them")
+        if not Path(args["source"]).exists():
+            raise PreflightError(f"--source {args['source']}: no such file or folder; pass the folder of your videos")
+        if not find_sources([args["source"]])[0]:
+            raise PreflightError(f"--source {args['source']}: no video files (.mp4, .mov, .mkv, .webm) in it")
+        args["source"] = str(Path(args["source"]).resolve())
+    shards = args.get("ingest_shards", 1)
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise PreflightError(f"--ingest-shards must be an integer >= 1, got {shards!r}")
     if args.get("dataset_rev"):
         from mavin_ops.data.versioning import resolve_version
 
@@ -215,6 +228,8 @@ def run_release(
     model_store: str = "",
     gate_policy: str = "",
     dataset_rev: str = "",
+    source: str = "",
+    ingest_shards: int = 1,
     cache: bool = True,
     resume: str | None = None,
     echo: Callable[[str], None] | None = None,
@@ -266,9 +281,13 @@ def run_release(
         model_store=model_store,
         gate_policy=gate_policy,
         dataset_rev=dataset_rev,
+        source=source,
+        ingest_shards=ingest_shards,
     )
     if check and not resume:
-        preflight({**args, "release_id": release_id or ""})
+        checked = {**args, "release_id": release_id or ""}
+        preflight(checked)
+        args["source"] = checked["source"]  # the steps run elsewhere: an absolute path
     c = tracking.client()
     if resume:
         from mavin_ops.safety import check_name

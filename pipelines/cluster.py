@@ -58,6 +58,9 @@ class ClusterProfile:
     volumes: list[dict[str, str]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Per step: CPU and memory the pod requests and is limited to, e.g. the ingest shards
+    #: ``{ingest_shard: {cpu: "16", memory: 32G}}`` (ingest uses every core it is given).
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str = "<memory>"
 
     @classmethod
@@ -96,6 +99,9 @@ class ClusterProfile:
             check_parameters(self.parameters, f"cluster profile {self.source}: parameters")
         except (UnsafeName, UnsafeURL) as exc:
             raise ProfileError(str(exc)) from None
+        for step, res in self.resources.items():
+            if not isinstance(res, dict) or set(res) - {"cpu", "memory"}:
+                raise ProfileError(f"cluster profile {self.source}: resources.{step} takes only 'cpu' and 'memory', got {res!r}")
         gpu_steps = self.gpu.get("steps", [])
         if self.gpu and (not isinstance(gpu_steps, list) or int(self.gpu.get("count", 0)) < 1):
             raise ProfileError(f"cluster profile {self.source}: gpu needs 'steps' (a list) and 'count' >= 1")
@@ -115,6 +121,11 @@ class ClusterProfile:
                 kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(keys))
             for vol in self.volumes:
                 kubernetes.mount_pvc(task, pvc_name=vol["pvc"], mount_path=vol["mount_path"])
+            res = self.resources.get(step, {})
+            if "cpu" in res:
+                task.set_cpu_request(str(res["cpu"])).set_cpu_limit(str(res["cpu"]))
+            if "memory" in res:
+                task.set_memory_request(str(res["memory"])).set_memory_limit(str(res["memory"]))
             if step in gpu_steps:
                 task.set_accelerator_type(self.gpu.get("accelerator", "nvidia.com/gpu"))
                 task.set_accelerator_limit(int(self.gpu["count"]))

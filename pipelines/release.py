@@ -1,6 +1,7 @@
 """The release pipeline (Kubeflow Pipelines v2).
 
-    generate data -> version data (or, with dataset_rev set: resolve data) -> validate data
+    generate data -> version data (or, with dataset_rev set: resolve data; with source set:
+    plan ingest -> ingest shards (ParallelFor) -> join ingest -> version data) -> validate data
     -> train id -> multishot -> av -> joint
     -> sample benchmark -> evaluate -> gate -> if pass: export -> publish -> serving smoke
     test -> register and promote; else: record "not promoted" with the gate's reason.
@@ -18,7 +19,9 @@ Data: with ``dataset_rev`` empty (the embedded default) the run generates a data
 versions it in the DVC registry; with ``dataset_rev`` set (a tag such as
 ``mavinset-mini-v3``, a registry commit, or ``latest`` = the newest version when the run
 starts, what scheduled cluster runs use) resolve_data pulls that version from the registry
-instead. Either branch tags the parent run with the digest, tag and commit it used. The two
+instead; with ``source`` set (a folder of the team's own videos, a path the steps can read:
+a mounted volume on a cluster) the footage is ingested (components/ingest_data) over
+``ingest_shards`` shards and versioned. Every branch tags the parent run with the digest, tag and commit it used. The
 branches' digest and dataset URI are merged with ``dsl.OneOf`` and the URI is imported as
 the Dataset artifact validate_data reads: the KFP local runner (2.17) merges parameters with
 OneOf but refuses an artifact OneOf ("Expected 1 artifact in ArtifactSelectorSpec").
@@ -37,6 +40,7 @@ from mavin_ops.components.evaluate.component import evaluate
 from mavin_ops.components.export_model.component import export_model
 from mavin_ops.components.gate.component import gate
 from mavin_ops.components.generate_data.component import generate_data
+from mavin_ops.components.ingest_data.component import ingest_shard, join_ingest, plan_ingest
 from mavin_ops.components.publish_model.component import publish_model
 from mavin_ops.components.register_model.component import record_not_promoted, register_model
 from mavin_ops.components.resolve_data.component import resolve_data
@@ -86,13 +90,39 @@ def build_release_pipeline(platform: Platform = _local):
         model_store: str = "",
         gate_policy: str = "",
         release_id: str = "",
+        source: str = "",
+        ingest_shards: int = 1,
     ):
         kfp_run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         lineage = {"release_id": release_id, "kfp_run_id": kfp_run_id}
         closer = step(close_lineage(**lineage), "close_lineage", "close lineage")
         closer.set_caching_options(False)  # it must close the parent run of every attempt, even a resumed one
         with dsl.ExitHandler(closer, name="release"):
-            with dsl.If(dataset_rev == "", name="fresh-data"):
+            with dsl.If(dataset_rev != "", name="registry-data"):
+                resolved = step(
+                    resolve_data(dataset_rev=dataset_rev, name=dataset_name, registry=registry, **lineage),
+                    "resolve_data",
+                    "resolve data",
+                )
+                # "latest" means the newest version when this run starts: never a cached answer.
+                resolved.set_caching_options(False)
+            with dsl.Elif(source != "", name="footage"):
+                # Real footage: plan the shards, ingest each (ParallelFor: pods on a cluster),
+                # join them into one dataset, version it like a generated one.
+                planned = step(plan_ingest(source=source, shards=ingest_shards, **lineage), "plan_ingest", "plan ingest")
+                planned.set_caching_options(False)  # the folder's contents may have changed
+                with dsl.ParallelFor(planned.output, name="ingest-shards") as shard:
+                    shard_task = step(ingest_shard(source=source, shard=shard, preset=preset, **lineage), "ingest_shard", "ingest shard")
+                joined = step(
+                    join_ingest(shards=dsl.Collected(shard_task.outputs["dataset"]), preset=preset, **lineage), "join_ingest", "join ingest"
+                )
+                ingested = step(
+                    version_data(dataset=joined.outputs["dataset"], name=dataset_name, registry=registry, remote=remote,
+                                 endpoint_url=endpoint_url, **lineage),
+                    "version_data",
+                    "version data",
+                )
+            with dsl.Else(name="fresh-data"):
                 generated = step(generate_data(preset=preset, seed=seed, **lineage), "generate_data", "generate data")
                 versioned = step(
                     version_data(
@@ -106,16 +136,8 @@ def build_release_pipeline(platform: Platform = _local):
                     "version_data",
                     "version data",
                 )
-            with dsl.Else(name="registry-data"):
-                resolved = step(
-                    resolve_data(dataset_rev=dataset_rev, name=dataset_name, registry=registry, **lineage),
-                    "resolve_data",
-                    "resolve data",
-                )
-                # "latest" means the newest version when this run starts: never a cached answer.
-                resolved.set_caching_options(False)
-            digest = dsl.OneOf(versioned.outputs["digest"], resolved.outputs["digest"])
-            dataset_uri = dsl.OneOf(versioned.outputs["dataset_uri"], resolved.outputs["dataset_uri"])
+            digest = dsl.OneOf(resolved.outputs["digest"], ingested.outputs["digest"], versioned.outputs["digest"])
+            dataset_uri = dsl.OneOf(resolved.outputs["dataset_uri"], ingested.outputs["dataset_uri"], versioned.outputs["dataset_uri"])
             imported = dsl.importer(artifact_uri=dataset_uri, artifact_class=Dataset, reimport=False)
             imported.set_display_name("dataset")
             dataset = imported.output

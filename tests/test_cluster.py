@@ -44,6 +44,23 @@ def test_profile_settings_land_in_the_platform_spec(tmp_path):
     assert "nodeSelector" not in generate_k8s  # only GPU steps go to the GPU pool
 
 
+def test_footage_ingest_fans_out_over_shards_with_their_own_resources(tmp_path):
+    """With ``source`` set the pipeline plans shards, runs one ingest pod per shard in a
+    ParallelFor and joins them; the profile's resources reach the ingest pods only."""
+    profile = ClusterProfile.load(DEFAULT_PROFILE)
+    path = cluster.compile_pipeline(profile, tmp_path / "p.yaml")
+    pipeline_spec = next(yaml.safe_load_all(path.read_text()))
+    executors = pipeline_spec["deploymentSpec"]["executors"]
+    shard = next(e for name, e in executors.items() if "ingest-shard" in name)["container"]
+    assert shard["resources"]["resourceCpuLimit"] == "16" and shard["resources"]["resourceMemoryLimit"] == "32G"
+    join = next(e for name, e in executors.items() if "join-ingest" in name)["container"]
+    assert "resourceCpuLimit" not in join.get("resources", {})
+    dags = pipeline_spec["components"]
+    loops = [d for d in dags.values() if "parameterIterator" in d.get("iteratorPolicy", {}) or "parameterIterator" in json.dumps(d.get("dag", {}))]
+    assert loops, "no ParallelFor over the planned shards"
+    assert pipeline_spec["root"]["inputDefinitions"]["parameters"]["ingest_shards"]["defaultValue"] == 8
+
+
 def test_no_secret_value_reaches_the_yaml(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sk-super-secret-value")
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-super-secret-value")

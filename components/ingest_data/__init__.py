@@ -1,0 +1,1 @@
+"""Component: ingest_data (see component.py)."""
