@@ -25,6 +25,7 @@ import functools
 import hashlib
 import importlib.metadata
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,8 @@ class Footage:
     audio_out: np.ndarray | None
     out_rate: int
     problems: list[str] = field(default_factory=list)
+    #: Seconds spent detecting faces while decoding (reported as its own stage).
+    face_seconds: float = 0.0
 
     @property
     def has_audio(self) -> bool:
@@ -244,6 +247,7 @@ def decode_footage(
         out: list[np.ndarray] = []
         faces: list[FaceSighting] = []
         face_times: list[float] = []
+        face_seconds = 0.0
         next_face = 0.0
         r16 = av.AudioResampler(format="flt", layout="mono", rate=ANALYSIS_RATE) if astream else None
         rout = av.AudioResampler(format="flt", layout="mono", rate=int(out_rate)) if astream else None
@@ -268,9 +272,11 @@ def decode_footage(
                 small.append(cv2.resize(rgb, (SHOT_WIDTH, sh), interpolation=cv2.INTER_AREA))
                 out.append(cv2.resize(_crop_to_aspect(rgb, out_w, out_h), (out_w, out_h), interpolation=cv2.INTER_AREA))
                 if t - t0 >= next_face - 1e-6:
+                    tf = time.perf_counter()
                     face_times.append(t - t0)
                     faces.extend(_sightings(rgb, t - t0, (out_w, out_h), settings))
                     next_face += 1.0 / settings.face_rate
+                    face_seconds += time.perf_counter() - tf
                 times.append(t - t0)
         except (av.FFmpegError, OSError) as exc:
             problems.append(f"the stream breaks off at {times[-1] if times else 0.0:.2f} s ({exc.__class__.__name__})")
@@ -293,7 +299,7 @@ def decode_footage(
         return Footage(
             fps=fps, duration_s=duration, width=int(vstream.codec_context.width), height=int(vstream.codec_context.height),
             codec=str(vstream.codec_context.name), times=np.asarray(times), small=np.stack(small), out=np.stack(out),
-            face_times=np.asarray(face_times), faces=faces, audio16=audio16, audio_out=audio_out, out_rate=int(out_rate),
+            face_times=np.asarray(face_times), faces=faces, face_seconds=face_seconds, audio16=audio16, audio_out=audio_out, out_rate=int(out_rate),
         )
 
 

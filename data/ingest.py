@@ -32,6 +32,7 @@ and media names come from the source's sha256, never from its file name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -234,7 +235,8 @@ def measure(path: Path, cfg: IngestSettings) -> tuple[fx.Footage, dict[str, Any]
     times: dict[str, float] = {}
     t = time.perf_counter()
     fo = fx.decode_footage(path, (p.width, p.height), p.sample_rate, d)
-    times["decode"] = time.perf_counter() - t
+    times["decode"] = time.perf_counter() - t - fo.face_seconds  # decoding and resizing
+    times["faces"] = fo.face_seconds
     t = time.perf_counter()
     transitions = fx.detect_shots(fo.small, fo.times, fo.fps, d)
     times["shots"] = time.perf_counter() - t
@@ -246,7 +248,7 @@ def measure(path: Path, cfg: IngestSettings) -> tuple[fx.Footage, dict[str, Any]
     times["speakers"] = time.perf_counter() - t
     t = time.perf_counter()
     people = fx.group_faces(np.stack([f.descriptor for f in fo.faces]), d) if fo.faces else []
-    times["faces"] = time.perf_counter() - t
+    times["faces"] += time.perf_counter() - t
     m = {
         "duration_s": round(fo.duration_s, 4),
         "fps": round(fo.fps, 4),
@@ -691,6 +693,29 @@ def ingest(
         sources = sources[i::n]
         rejected = rejected if i == 0 else []
     (out / STATE_DIR / "sources").mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        return _ingest_locked(out, sources, rejected, cfg, captioner, workers, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """Hold ``<out>/.ingest/lock`` for the whole ingest: a second ingest into the same folder
+    is refused at once instead of writing the same media files at the same time."""
+    import fcntl
+
+    fh = open(out / STATE_DIR / "lock", "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IngestError(f"another ingest is writing to {out}; wait for it to finish or pick another --out") from None
+        yield
+    finally:
+        fh.close()
+
+
+def _ingest_locked(out: Path, sources: list[tuple[Path, str]], rejected: list[dict[str, str]], cfg: IngestSettings,
+                   captioner: Captioner | None, workers: int | None, progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     shas = {rel: _manifest.sha256_file(path) for path, rel in sources}
     records: dict[str, dict[str, Any]] = {}
@@ -702,6 +727,16 @@ def ingest(
         else:
             todo.append((path, rel))
     resumed = len(records)
+    # The same bytes under two names would give the same clip ids twice: ingest them once.
+    first: dict[str, str] = {}
+    for path, rel in list(sources):
+        if shas[rel] in first:
+            rejected.append({"source": rel, "reason": f"{rel}: the same bytes as '{first[shas[rel]]}' (sha256 {shas[rel][:12]}...); ingested once"})
+            sources.remove((path, rel))
+            todo = [x for x in todo if x[1] != rel]
+            records.pop(rel, None)
+        else:
+            first[shas[rel]] = rel
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     from tqdm import tqdm
 
@@ -790,6 +825,7 @@ def join(shard_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, se
     records: list[dict[str, Any]] = []
     file_rejections: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
+    seen_sha: dict[str, str] = {}
     extra: dict[str, Any] = {"shards": 0, "workers": 0, "total_wall": 0.0, "captioner": None}
     for shard in map(Path, shard_dirs):
         try:
@@ -808,6 +844,10 @@ def join(shard_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, se
             if rel in seen:
                 raise IngestError(f"source '{rel}' was ingested by two shards ({seen[rel]} and {shard}); give each shard its own files")
             seen[rel] = str(shard)
+            if sha in seen_sha:  # the same bytes in two shards: keep the first, as ingest does
+                file_rejections.append({"source": rel, "reason": f"{rel}: the same bytes as '{seen_sha[sha]}' (sha256 {sha[:12]}...); ingested once"})
+                continue
+            seen_sha[sha] = rel
             shard_records.append(rec)
         for rec in shard_records:
             for row in rec["rows"]:

@@ -125,6 +125,7 @@ def make_source(
     speech: list[tuple[float, int, str]] = (),
     audio: str | None = "aac",
     sample_rate: int = 16000,
+    options: dict[str, str] | None = None,
 ) -> Truth:
     """Encode ``shots`` back to back. ``dissolve_after`` {i: seconds} blends shot i into shot
     i+1 over that many seconds, centred on their boundary; other boundaries are hard cuts.
@@ -173,7 +174,7 @@ def make_source(
         truth.speakers.append(voice)
 
     with av.open(str(path), "w", format=container) as out:
-        vs = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        vs = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options or {})
         vs.width, vs.height = w, h
         vs.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         aus = None

@@ -374,3 +374,42 @@ def test_the_footage_profile_scores_an_ingested_benchmark_and_tells_a_face_from_
     swapped = evaluate_clips([dataclasses.replace(clip, waveform=wav)], {"profile": "footage"})["clips"][0]["metrics"]
     truth = evaluate_clips([clip], {"profile": "footage"})["clips"][0]["metrics"]
     assert truth["ac"] > 0.6 and swapped["ac"] < truth["ac"] - 0.15, (truth["ac"], swapped["ac"])
+
+
+def test_two_ingests_into_one_folder_do_not_write_at_once(footage, tmp_path):
+    import fcntl
+
+    out = tmp_path / "busy"
+    (out / ".ingest").mkdir(parents=True)
+    with open(out / ".ingest" / "lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another ingest holds the folder
+        with pytest.raises(ingest.IngestError, match="another ingest is writing"):
+            ingest.ingest([footage["src"] / "quiet.mov"], out, preset="tiny", workers=1, progress=False)
+    assert not (out / "manifest.jsonl").exists()
+
+
+def test_join_refuses_a_shard_whose_record_was_tampered(footage, tmp_path):
+    shard = tmp_path / "s0"
+    ingest.ingest([footage["src"] / "quiet.mov"], shard, preset="tiny", workers=1, progress=False)
+    report = json.loads((shard / "ingest.json").read_text())
+    report["inputs"] = {"quiet.mov": "../../../../etc/passwd"}  # a name read from storage
+    (shard / "ingest.json").write_text(json.dumps(report))
+    with pytest.raises(ingest.IngestError, match="record of 'quiet.mov' is missing"):
+        ingest.join([shard], tmp_path / "joined", ingest.IngestSettings(preset=ingest.get_preset("tiny")))
+
+
+def test_the_same_footage_under_two_names_is_ingested_once_also_across_shards(footage, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(footage["src"] / "quiet.mov", src / "a.mov")
+    shutil.copy(footage["src"] / "quiet.mov", src / "b.mov")
+    report = ingest.ingest([src], tmp_path / "one", preset="tiny", workers=1, progress=False)
+    rows = [line.row for line in manifest.read_manifest(tmp_path / "one")]
+    assert {r["source"] for r in rows} == {"a.mov"} and len({r["id"] for r in rows}) == len(rows)
+    rejected = (tmp_path / "one" / "rejected.jsonl").read_text()
+    assert "b.mov: the same bytes as 'a.mov'" in rejected and report["counts"]["files"] == 2
+    for i in range(2):
+        ingest.ingest([src], tmp_path / f"s{i}", preset="tiny", workers=1, progress=False, shard=(i, 2))
+    joined = ingest.join([tmp_path / "s0", tmp_path / "s1"], tmp_path / "joined", ingest.IngestSettings(preset=ingest.get_preset("tiny")))
+    assert (tmp_path / "joined" / "manifest.jsonl").read_bytes() == (tmp_path / "one" / "manifest.jsonl").read_bytes()
+    assert joined["counts"]["sources_ingested"] == 1 and "the same bytes" in (tmp_path / "joined" / "rejected.jsonl").read_text()
