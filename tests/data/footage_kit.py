@@ -202,3 +202,17 @@ def make_source(
             for pkt in aus.encode():
                 out.mux(pkt)
     return truth
+
+
+def faststart(src: Path, dst: Path) -> None:
+    """Remux ``src`` with the index (moov) first, as web videos are: cut short, such a file
+    still opens and breaks off part way."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "+faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for pkt in inp.demux():
+            if pkt.dts is None:
+                continue
+            pkt.stream = streams[pkt.stream.index]
+            out.mux(pkt)

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # footage_kit
 
-from footage_kit import Shot, make_source  # noqa: E402
+from footage_kit import Shot, faststart, make_source  # noqa: E402
 
 from mavin_ops.data import ingest, manifest, media, mtss, validate  # noqa: E402
 
@@ -68,7 +68,10 @@ def footage(tmp_path_factory) -> dict:
     truth["black.mp4"] = make_source(src / "black.mp4", [Shot("shapes", 3.0, 0)], speech=[(0.5, 1, "Hello there.")])
     _blacken(src / "black.mp4")
     data = (src / "talk.mp4").read_bytes()
-    (src / "truncated.mp4").write_bytes(data[: len(data) * 6 // 10])
+    (src / "truncated.mp4").write_bytes(data[: len(data) * 6 // 10])  # index at the end: unreadable
+    faststart(src / "talk.mp4", src / "web.mp4")
+    data = (src / "web.mp4").read_bytes()
+    (src / "web.mp4").write_bytes(data[: len(data) * 6 // 10])  # index first: opens, then breaks off
     (src / "notes.mp4").write_text("this is not a video\n")
     (src / "README.txt").write_text("footage for the ingest tests\n")
     out = tmp_path_factory.mktemp("ingested") / "ds"
@@ -135,14 +138,14 @@ def test_bad_files_are_rejected_by_name_and_the_rest_is_ingested(footage):
     by_file = {}
     for line in footage["rejected"]:
         by_file.setdefault(line["source"], []).append(line["reason"])
-    for name, words in (("notes.mp4", "not a readable video"), ("truncated.mp4", "truncated.mp4"),
+    for name, words in (("notes.mp4", "not a readable video"), ("truncated.mp4", "truncated.mp4"), ("web.mp4", "(truncated file)"),
                         ("noaudio.webm", "no audio track"), ("black.mp4", "black"), ("README.txt", "not a video file")):
         assert name in by_file, (name, by_file)
         assert any(words in r and (name in r or name == "README.txt") for r in by_file[name]), by_file[name]
     sources = {r["source"] for r in footage["rows"]}
     assert sources == {"talk.mp4", "sub/scenes.mkv", "quiet.mov", "scripted.mp4"}
     counts = footage["report"]["counts"]
-    assert counts["videos"] == 8 and counts["files"] == 9 and counts["sources_ingested"] == 4
+    assert counts["videos"] == 9 and counts["files"] == 10 and counts["sources_ingested"] == 4
     assert sum(counts["clips"].values()) == len(footage["rows"]) >= 5
 
 
