@@ -868,6 +868,24 @@ def join(shard_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, se
     return assemble(out, records, file_rejections, settings, extra)
 
 
+def write_sheets(root: str | os.PathLike, sheets_dir: str | os.PathLike, limit: int | None = None) -> list[Path]:
+    """A contact sheet per ingested clip in ``sheets_dir`` (evaluation/sheets.py): per shot,
+    the reference portraits it cites and its first, middle and last frame; the waveform with
+    the dialogue spans and cuts. What a person looks at before training on the clips."""
+    from mavin_ops.evaluation.sheets import clip_sheet
+
+    out: list[Path] = []
+    for line in _manifest.read_manifest(root):
+        if line.row is None or (limit is not None and len(out) >= limit):
+            continue
+        clip = media.load_clip(root, line.row)
+        title = f"{clip.id}  {line.row.get('source')} [{line.row['source_span'][0]:.2f}, {line.row['source_span'][1]:.2f}] s"
+        out.append(clip_sheet(Path(sheets_dir) / f"{clip.id}.png", clip_id=title, script=clip.script, truth=None,
+                              generated=clip.frames, fps=clip.fps, truth_audio=None, generated_audio=clip.waveform,
+                              sample_rate=clip.sample_rate, ref_images=clip.ref_images, label="footage"))
+    return out
+
+
 def with_settings(preset: str, **overrides: Any) -> IngestSettings:
     """IngestSettings for a preset with some fields replaced (tests, the CLI)."""
     return replace(IngestSettings(preset=get_preset(preset)), **overrides)

@@ -67,18 +67,19 @@ def clip_sheet(
     ref_images: Mapping[str, np.ndarray],
     metrics: Mapping[str, Any] | None = None,
     presence: Mapping[str, float] | None = None,
+    label: str = "generated",
 ) -> Path:
     """Draw one clip's contact sheet to ``out`` (PNG). ``truth`` / ``generated`` are uint8
     (F, H, W, 3) frames; ``script`` a parsed MTSS script (data/mtss.py). Without ``truth``
     (a served clip has none) only the generated frames and waveform are drawn. ``presence``
     (the evaluation's ``details.presence``: ``"<shot>/<role>"`` -> probability that the world
     encoder sees the role drawn) labels each shot with what the encoder saw in the generated
-    frames."""
+    frames. ``label`` names the frames drawn (``footage`` for an ingested clip)."""
     plt = _plt()
     shots = list(script.shot)
     customized = [e.id for e in script.customized_roles() if e.id in ref_images]
     n_ref = max(1, len(customized))
-    sides = [("generated", generated)] if truth is None else [("truth", truth), ("generated", generated)]
+    sides = [(label, generated)] if truth is None else [("truth", truth), (label, generated)]
     cols = n_ref + len(sides) * FRAMES_PER_SHOT
     rows = len(shots) + 1
     fig = plt.figure(figsize=(1.1 * cols + 1.5, 1.25 * rows + 0.6))
@@ -120,7 +121,7 @@ def clip_sheet(
     t_gen = np.arange(len(generated_audio)) / float(sample_rate)
     if truth_audio is not None:
         ax.plot(np.arange(len(truth_audio)) / float(sample_rate), truth_audio, lw=0.4, color="0.55", label="truth")
-    ax.plot(t_gen, generated_audio, lw=0.4, color="tab:blue", alpha=0.8, label="generated")
+    ax.plot(t_gen, generated_audio, lw=0.4, color="tab:blue", alpha=0.8, label=label)
     for ev in script.event:
         if ev.type == "dialogue":
             ax.axvspan(ev.time_range.start, ev.time_range.end, color="tab:orange", alpha=0.25)

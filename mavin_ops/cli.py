@@ -60,6 +60,9 @@ def _data_ingest(args: argparse.Namespace) -> int:
     report = ingest.ingest(args.sources, args.out, preset=args.preset, workers=args.workers, progress=not args.quiet,
                            settings=ingest.with_settings(args.preset, eval_share=args.eval_share))
     c = report["counts"]
+    if args.sheets:
+        sheets = ingest.write_sheets(args.out, args.sheets)
+        print(f"contact sheets of {len(sheets)} clips in {args.sheets}")
     print(f"ingested {c['sources_ingested']} of {c['videos']} videos ({c['seconds_of_footage']:.1f} s of footage) into "
           f"{args.out}: {c['clips']['train']} train and {c['clips']['eval']} eval clips, {c['clips_with_script_issues']} "
           f"that disagree with their sidecar script (validation quarantines them), {c['rejected']} rejected "
@@ -559,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--preset", default="tiny", help="output format preset: debug | tiny (default: tiny)")
     ing.add_argument("--workers", type=_count(1), default=None, help="processes, one source each (default: every core)")
     ing.add_argument("--eval-share", type=float, default=0.1, help="share of sources held out as the benchmark (default: 0.1)")
+    ing.add_argument("--sheets", metavar="DIR", default=None, help="also draw a contact sheet per clip (frames per shot, reference portraits, waveform with dialogue and cuts) into DIR")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
     ing.set_defaults(func=_data_ingest)
 

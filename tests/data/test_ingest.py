@@ -312,10 +312,12 @@ def test_cli_ingest_and_its_one_line_errors(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     make_source(src / "one.mp4", [Shot("shapes", 2.5, 0), Shot("shapes", 2.5, 1)], speech=[(0.5, 0, "Hello there, friend.")])
-    ok = subprocess.run([exe, "data", "ingest", str(src), "--out", str(tmp_path / "ds"), "--quiet", "--workers", "1"],
-                        capture_output=True, text=True)
+    ok = subprocess.run([exe, "data", "ingest", str(src), "--out", str(tmp_path / "ds"), "--quiet", "--workers", "1",
+                         "--sheets", str(tmp_path / "sheets")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "ingested 1 of 1 videos" in ok.stdout and (tmp_path / "ds" / "ingest.json").is_file()
+    ids = [line.row["id"] for line in manifest.read_manifest(tmp_path / "ds")]
+    assert ids and sorted(p.stem for p in (tmp_path / "sheets").glob("*.png")) == sorted(ids)
     cases = [
         ([str(tmp_path / "missing")], "neither a video file nor a folder"),
         ([str(tmp_path / "empty")], "no video files"),
