@@ -165,7 +165,8 @@ def test_compiled_pipeline_branches_on_dataset_rev(tmp_path):
     spec = _ir(tmp_path)
     assert spec["root"]["inputDefinitions"]["parameters"]["dataset_rev"]["defaultValue"] == ""
     dags = _dags(spec)
-    # The branch holding generate-data runs when dataset_rev == '', the one holding resolve-data otherwise.
+    # resolve-data runs when dataset_rev is set; else the footage branch (plan, ParallelFor of
+    # ingest shards, join, version) when source is set; else generate-data and version-data.
     branches = {}
     for dag in dags.values():
         for task in dag["tasks"].values():
@@ -173,9 +174,11 @@ def test_compiled_pipeline_branches_on_dataset_rev(tmp_path):
             if "pipelinechannel--dataset_rev" in condition:
                 inner = dags[task["componentRef"]["name"]]["tasks"]
                 branches[condition] = set(inner)
-    assert branches == {
-        "inputs.parameter_values['pipelinechannel--dataset_rev'] == ''": {"generate-data", "version-data"},
-        "!(inputs.parameter_values['pipelinechannel--dataset_rev'] == '')": {"resolve-data"},
+    rev, src = "inputs.parameter_values['pipelinechannel--dataset_rev'] != ''", "inputs.parameter_values['pipelinechannel--source'] != ''"
+    assert {c: {t.rstrip("-0123456789") for t in v} for c, v in branches.items()} == {
+        rev: {"resolve-data"},
+        f"!({rev}) && {src}": {"plan-ingest", "for-loop", "join-ingest", "version-data"},
+        f"!({rev}) && !({src})": {"generate-data", "version-data"},
     }
     resolve = next(d["tasks"]["resolve-data"] for d in dags.values() if "resolve-data" in d["tasks"])
     assert resolve.get("cachingOptions", {}).get("enableCache") in (None, False)  # never a cached "latest"
