@@ -223,7 +223,6 @@ def decode_footage(
     the writer need (see :class:`Footage`). ``out_size`` is (width, height). Raises
     :class:`DecodeError` for a file that is not a video or whose stream breaks off early."""
     import av
-    import cv2
 
     out_w, out_h = out_size
     try:
