@@ -140,6 +140,9 @@ class Footage:
     problems: list[str] = field(default_factory=list)
     #: Seconds spent detecting faces while decoding (reported as its own stage).
     face_seconds: float = 0.0
+    #: The spans (source seconds, on the video's clock) that the audio stream covers; the
+    #: audio arrays hold silence elsewhere (a late start, a gap, an early end).
+    audio_spans: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def has_audio(self) -> bool:
@@ -248,27 +251,35 @@ def decode_footage(
         face_times: list[float] = []
         face_seconds = 0.0
         next_face = 0.0
-        r16 = av.AudioResampler(format="flt", layout="mono", rate=ANALYSIS_RATE) if astream else None
-        rout = av.AudioResampler(format="flt", layout="mono", rate=int(out_rate)) if astream else None
-        a16: list[np.ndarray] = []
-        aout: list[np.ndarray] = []
+        # Audio is kept as (time, mono samples at the stream's rate) chunks and laid on the
+        # video's clock by its timestamps once decoding ends: a track that starts late or has
+        # gaps stays in sync, and the spans it covers are known.
+        to_mono = av.AudioResampler(format="flt", layout="mono") if astream else None
+        chunks: list[tuple[float | None, int, np.ndarray]] = []
         problems: list[str] = []
         t0: float | None = None
+        shift = 0.0
+        sh: int | None = None
         streams = [vstream] + ([astream] if astream is not None else [])
         try:
             for frame in container.decode(*streams):
                 if isinstance(frame, av.AudioFrame):
-                    for rs, sink in ((r16, a16), (rout, aout)):
-                        for f in rs.resample(frame):
-                            sink.append(f.to_ndarray().reshape(-1))
+                    for f in to_mono.resample(frame):
+                        chunks.append((frame.time, int(f.sample_rate), f.to_ndarray().reshape(-1)))
                     continue
-                t = float(frame.time if frame.time is not None else len(times) / float(rate or 25))
+                t = float(frame.time if frame.time is not None else len(times) / float(rate or 25)) + shift
                 if t0 is None:
                     t0 = t
+                elif t - t0 <= times[-1] - 0.5 / float(rate or 25):
+                    # Timestamps that jump back (files joined end to end, a reset clock): the
+                    # picture goes on one frame later.
+                    shift += times[-1] + t0 + 1.0 / float(rate or 25) - t
+                    t = times[-1] + t0 + 1.0 / float(rate or 25)
                 # Scaled by swscale straight from the decoded picture (about twice as fast as
                 # converting the whole frame to RGB first); full RGB only for the face looks.
+                # The shot frames keep the first frame's shape if the stream changes size.
                 w, h = frame.width, frame.height
-                sh = max(2, round(SHOT_WIDTH * h / w))
+                sh = sh or max(2, round(SHOT_WIDTH * h / w))
                 small.append(frame.to_ndarray(width=SHOT_WIDTH, height=sh, format="rgb24", interpolation="AREA"))
                 if w * out_h > h * out_w:  # wider than the output: scale to its height, crop the sides
                     scaled = (max(out_w, round(out_h * w / h)), out_h)
@@ -285,27 +296,81 @@ def decode_footage(
                 times.append(t - t0)
         except (av.FFmpegError, OSError) as exc:
             problems.append(f"the stream breaks off at {times[-1] if times else 0.0:.2f} s ({exc.__class__.__name__})")
-        if r16 is not None and rout is not None:
-            for rs, sink in ((r16, a16), (rout, aout)):
-                for f in rs.resample(None):
-                    sink.append(f.to_ndarray().reshape(-1))
+        if to_mono is not None:
+            for f in to_mono.resample(None):
+                chunks.append((None, int(f.sample_rate), f.to_ndarray().reshape(-1)))
         if not times:
             raise DecodeError("has no decodable video frames" + (f": {problems[0]}" if problems else ""))
         fps = float(rate) if rate else (len(times) - 1) / max(times[-1], 1e-6)
         duration = times[-1] + 1.0 / fps
-        if declared and duration < 0.9 * declared:
-            problems.append(f"decoded {duration:.2f} s of a declared {declared:.2f} s (truncated file)")
+        audio16 = audio_out = None
+        spans: list[tuple[float, float]] = []
+        if chunks:
+            audio16, audio_out, spans = _lay_audio(chunks, t0, duration, int(out_rate))
+        # A container's declared length may be the longer of its streams (an intact file whose
+        # audio outlasts its picture): compare it with the longer decoded stream.
+        decoded = max(duration, spans[-1][1] if spans else 0.0)
+        if declared and decoded < 0.9 * declared:
+            problems.append(f"decoded {decoded:.2f} s of a declared {declared:.2f} s (truncated file)")
         if problems:
             raise DecodeError("; ".join(problems))
-        audio16 = np.concatenate(a16).astype(np.float32) if a16 else None
-        audio_out = np.concatenate(aout).astype(np.float32) if aout else None
-        if astream is not None and (audio16 is None or audio16.size == 0):
-            audio16 = audio_out = None
         return Footage(
             fps=fps, duration_s=duration, width=int(vstream.codec_context.width), height=int(vstream.codec_context.height),
             codec=str(vstream.codec_context.name), times=np.asarray(times), small=np.stack(small), out=np.stack(out),
-            face_times=np.asarray(face_times), faces=faces, face_seconds=face_seconds, audio16=audio16, audio_out=audio_out, out_rate=int(out_rate),
+            face_times=np.asarray(face_times), faces=faces, face_seconds=face_seconds, audio16=audio16, audio_out=audio_out,
+            out_rate=int(out_rate), audio_spans=[s for s in spans if s[0] < duration],
         )
+
+
+def _lay_audio(chunks: list[tuple[float | None, int, np.ndarray]], t0: float, duration: float,
+               out_rate: int) -> tuple[np.ndarray | None, np.ndarray | None, list[tuple[float, float]]]:
+    """Place decoded audio chunks (presentation time or None for "right after the previous
+    one", sample rate, mono samples) on the video's clock from ``t0``; return the track at
+    16 kHz and at ``out_rate`` over [0, duration) (silence where no audio was) and the spans
+    in seconds that audio covers (the full decoded extent, which may run past ``duration``)."""
+    from scipy.signal import resample_poly
+
+    sr = chunks[0][1]
+    placed: list[tuple[int, np.ndarray]] = []
+    cursor = 0
+    for t, rate_k, x in chunks:
+        if rate_k != sr:  # a mid-stream rate change: bring the chunk to the first rate
+            x = resample_poly(x, sr, rate_k).astype(np.float32)
+        start = cursor if t is None else int(round((float(t) - t0) * sr))
+        if placed and start < cursor - sr // 10:  # the clock jumped back (joined files): go on after
+            start = cursor
+        # Timestamps jitter by a sample or two between frames: keep the stream contiguous
+        # unless they say there is a real gap (or an overlap) of over 5 ms.
+        if t is not None and abs(start - cursor) <= max(1, sr // 200) and placed:
+            start = cursor
+        placed.append((start, x))
+        cursor = start + len(x)
+    spans: list[tuple[float, float]] = []
+    for start, x in placed:
+        a, b = start / sr, (start + len(x)) / sr
+        if len(x) == 0:
+            continue
+        if spans and a <= spans[-1][1] + 1e-3:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], b))
+        else:
+            spans.append((a, b))
+    spans = [(max(0.0, a), b) for a, b in spans if b > 0]
+    if not spans:
+        return None, None, []
+    n = int(np.ceil(duration * sr))
+    track = np.zeros(n, np.float32)
+    for start, x in placed:
+        lo, hi = max(0, start), min(n, start + len(x))
+        if hi > lo:
+            track[lo:hi] = x[lo - start : hi - start]
+
+    def at(rate_out: int) -> np.ndarray:
+        if rate_out == sr:
+            return track.copy()
+        g = np.gcd(int(rate_out), int(sr))
+        return resample_poly(track, rate_out // g, sr // g).astype(np.float32)
+
+    return at(ANALYSIS_RATE), at(out_rate), [(round(a, 4), round(b, 4)) for a, b in spans]
 
 
 # --------------------------------------------------------------------------- shots
@@ -472,7 +537,10 @@ def _sightings(rgb: np.ndarray, t: float, out_size: tuple[int, int], settings: D
         y0 = int(np.clip(cy - side_h / 2, 0, h - side_h))
         crop = rgb[y0 : y0 + int(side_h), x0 : x0 + int(side_w)]
         portrait = cv2.resize(crop, (ow, oh), interpolation=cv2.INTER_AREA)
-        out.append(FaceSighting(t, (x / FACE_WIDTH, y / fh, bw / FACE_WIDTH, bh / fh), face_descriptor(grey, box), portrait))
+        desc = face_descriptor(grey, box)
+        if not np.any(desc):  # a flat patch (no contrast) is no face, and has no direction to compare
+            continue
+        out.append(FaceSighting(t, (x / FACE_WIDTH, y / fh, bw / FACE_WIDTH, bh / fh), desc, portrait))
     return out
 
 

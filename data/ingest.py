@@ -40,8 +40,9 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 import numpy as np
@@ -105,12 +106,14 @@ class IngestSettings:
 # --------------------------------------------------------------------------- sources
 
 
-def find_sources(srcs: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, str]], list[dict[str, str]]]:
+def find_sources(srcs: Iterable[str | os.PathLike], skip: str | os.PathLike | None = None) -> tuple[list[tuple[Path, str]], list[dict[str, str]]]:
     """Every video under ``srcs`` as (path, path relative to its SRC), sorted; plus a rejected
-    line for every other file found in a folder (sidecars excepted). A SRC that does not exist
+    line for every other file found in a folder (sidecars excepted). Files under ``skip`` (the
+    output folder, when it lies inside a SRC) are not sources. A SRC that does not exist
     raises :class:`IngestError`."""
     found: list[tuple[Path, str]] = []
     rejected: list[dict[str, str]] = []
+    skip_at = Path(skip).resolve() if skip is not None else None
     for src in srcs:
         p = Path(src)
         if p.is_file():
@@ -118,7 +121,10 @@ def find_sources(srcs: Iterable[str | os.PathLike]) -> tuple[list[tuple[Path, st
             continue
         if not p.is_dir():
             raise IngestError(f"source '{src}' is neither a video file nor a folder; check the path")
-        for f in sorted(q for q in p.rglob("*") if q.is_file() and not q.is_symlink()):
+        if skip_at is not None and p.resolve().is_relative_to(skip_at):
+            raise IngestError(f"source '{src}' lies inside the output folder {skip}; pick an output folder outside the footage")
+        for f in sorted(q for q in p.rglob("*") if q.is_file() and not q.is_symlink()
+                        and not (skip_at is not None and q.resolve().is_relative_to(skip_at))):
             rel = f.relative_to(p).as_posix()
             if any(part.startswith(".") for part in f.relative_to(p).parts) or f.name.endswith(SIDECAR_SUFFIX):
                 continue
@@ -159,6 +165,9 @@ def _shot_problem(fo: fx.Footage, a: float, b: float, cfg: IngestSettings) -> st
     p = cfg.preset
     if (b - a) * p.fps < p.min_shot_frames - 1e-6:
         return f"too short: shot of {b - a:.2f} s, the preset's shortest shot is {p.min_shot_frames / p.fps:.2f} s"
+    heard = sum(_overlap(span, (a, b)) for span in fo.audio_spans)
+    if heard < (b - a) - 0.1:
+        return f"audio covers only {heard:.2f} s of the shot's {b - a:.2f} s (the track starts late, stops early or has a gap)"
     luma = float(fo.out[idx].astype(np.float32).mean())
     if luma < cfg.black_max_luma:
         return f"black: mean luma {luma:.1f} < {cfg.black_max_luma:g}"
@@ -248,6 +257,13 @@ def measure(path: Path, cfg: IngestSettings) -> tuple[fx.Footage, dict[str, Any]
     times["speakers"] = time.perf_counter() - t
     t = time.perf_counter()
     people = fx.group_faces(np.stack([f.descriptor for f in fo.faces]), d) if fo.faces else []
+    # A "person" seen at one look only is a false detection (a blend in a dissolve, a pattern),
+    # not somebody in the footage: keep the people seen at two looks or more.
+    seen = {k: len({f.t for f, j in zip(fo.faces, people) if j == k}) for k in set(people)}
+    keep = [seen[k] >= 2 for k in people]
+    fo.faces = [f for f, ok in zip(fo.faces, keep) if ok]
+    renumber: dict[int, int] = {}
+    people = [renumber.setdefault(k, len(renumber)) for k, ok in zip(people, keep) if ok]
     times["faces"] += time.perf_counter() - t
     m = {
         "duration_s": round(fo.duration_s, 4),
@@ -298,10 +314,12 @@ def sidecar_disagreements(script: mtss.Script, m: dict[str, Any], cfg: IngestSet
         if ev.type != "dialogue":
             continue
         span = (ev.time_range.start, ev.time_range.end)
-        best = max(speech, key=lambda s: _overlap(s, span), default=None)
-        if best is None or _overlap(best, span) <= 0:
+        hits = [s for s in speech if _overlap(s, span) > 0]
+        if not hits:
             out.append((span[0], span[1], f"sidecar dialogue {ev.id} [{span[0]:.2f}, {span[1]:.2f}] s: no speech detected there"))
             continue
+        # A line the VAD split at a pause is one utterance: compare with the union of the spans.
+        best = (min(h[0] for h in hits), max(h[1] for h in hits))
         ds, de = abs(best[0] - span[0]), abs(best[1] - span[1])
         if ds > stol or de > stol:
             out.append((min(span[0], best[0]), max(span[1], best[1]),
@@ -400,6 +418,16 @@ def sidecar_script(clip_id: str, seg: Segment, human: mtss.Script, m: dict[str, 
     T = round(nf / fps, 6)
     data = human.to_dict()
     shots, prov, cited = [], {}, set()
+    tol = cfg.cut_tolerance_s
+
+    def snap(h: float) -> float:
+        """A sidecar cut that agrees with a detected one (within the tolerance) lands on the
+        detected cut, which is where the clip's shots were planned and its frames change."""
+        near = [tr["t"] for tr in m["transitions"] if tr["span"][0] - tol <= h <= tr["span"][1] + tol]
+        return min(near, key=lambda t: abs(t - h)) if near else h
+
+    for s in data["shot"]:
+        s["time_range"] = [snap(s["time_range"][0]) if s["time_range"][0] > 0 else s["time_range"][0], snap(s["time_range"][1])]
     inside = [s for s in data["shot"] if _clip_span(*s["time_range"], seg) is not None]
     for k, s in enumerate(inside):
         f0 = 0 if k == 0 else _frame_edge(s["time_range"][0], seg.start, fps, nf)
@@ -514,7 +542,24 @@ def _state_path(out: Path, sha: str) -> Path:
 def ingest_source(path: str, rel: str, sha: str, out: str, cfg: IngestSettings, captioner: Captioner | None = None) -> dict[str, Any]:
     """Measure one source, write its clips' media under ``out`` and record the result (rows
     without a split, rejected lines, measurements, seconds per stage) in ``.ingest/``. Runs
-    in a worker process; returns the record."""
+    in a worker process; returns the record.
+
+    A failure no check foresaw (a detector or codec error on an odd file) refuses this source
+    with the error in ``rejected.jsonl`` and removes its half-written media; the other sources
+    are ingested. Such a record is not kept, so the next run tries the source again."""
+    try:
+        return _ingest_source(path, rel, sha, out, cfg, captioner)
+    except Exception as exc:  # noqa: BLE001 - one odd source must not sink the whole ingest
+        root = Path(out)
+        for sub in ("clips", "refs"):
+            for f in (root / sub).glob(f"{_slug(sha)}-*"):
+                f.unlink(missing_ok=True)
+        reason = f"{rel}: could not be ingested ({exc.__class__.__name__}: {str(exc)[:300]}); the other sources were; report this with the file"
+        return {"source": rel, "sha256": sha, "settings": _run_key(cfg, captioner), "rows": [], "measured": None, "seconds": {},
+                "rejected": [{"source": rel, "reason": reason}], "failed": True}
+
+
+def _ingest_source(path: str, rel: str, sha: str, out: str, cfg: IngestSettings, captioner: Captioner | None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
@@ -573,7 +618,12 @@ def ingest_source(path: str, rel: str, sha: str, out: str, cfg: IngestSettings, 
             rejected.append({"source": rel, "segment": [round(seg.start, 3), round(seg.end, 3)],
                              "reason": f"{rel} [{seg.start:.2f}, {seg.end:.2f}] s: its script breaks a rule: {problems[0]}"})
             continue
-        people = {pid for sh in script["shot"] for pid in sh.get("references_in_shot") or [] if links.get(pid, pid).startswith("P")}
+        # People: the faces seen in the clip, and for a human script also the persons it cites.
+        people = {pid for a, b in seg.shots for pid in _people_in(m, a, b)}
+        if human is not None:
+            persons = {e["id"] for e in script["reference"] if e.get("category") == "person"}
+            cited = {pid for sh in script["shot"] for pid in sh.get("references_in_shot") or [] if pid in persons}
+            people = people if len(people) >= len(cited) else cited
         if len(people) > cfg.max_people:
             rejected.append({"source": rel, "segment": [round(seg.start, 3), round(seg.end, 3)],
                              "reason": f"{rel} [{seg.start:.2f}, {seg.end:.2f}] s: {len(people)} people on screen, at most {cfg.max_people}"})
@@ -589,7 +639,7 @@ def ingest_source(path: str, rel: str, sha: str, out: str, cfg: IngestSettings, 
         media.write_video(root / rels[0], frames, p.fps, wav, p.sample_rate)
         media.write_wav(root / rels[1], wav, p.sample_rate)
         custom = 0
-        for ent in script["reference"]:
+        for j, ent in enumerate(script["reference"]):
             key = links.get(ent["id"], ent["id"])
             if custom >= p.max_customized_roles or ent["category"] != "person":
                 continue
@@ -599,12 +649,12 @@ def ingest_source(path: str, rel: str, sha: str, out: str, cfg: IngestSettings, 
                 continue
             custom += 1
             if img is not None:
-                ent["reference_image"] = f"refs/{cid}_{ent['id']}.png"
+                ent["reference_image"] = f"refs/{cid}_r{j}.png"  # by index: an id from a sidecar is no file name
                 media.write_png(root / ent["reference_image"], img)
                 rels.append(ent["reference_image"])
                 prov[f"reference[{ent['id']}].reference_image"] = "detected"
             if voice is not None:
-                ent["reference_audio"] = f"refs/{cid}_{ent['id']}.wav"
+                ent["reference_audio"] = f"refs/{cid}_r{j}.wav"
                 media.write_wav(root / ent["reference_audio"], voice, p.sample_rate)
                 rels.append(ent["reference_audio"])
                 prov[f"reference[{ent['id']}].reference_audio"] = "detected"
@@ -639,10 +689,21 @@ def _load_state(out: Path, sha: str, key: str) -> dict[str, Any] | None:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(rec, dict) or rec.get("sha256") != sha or rec.get("settings") != key:
+    if not isinstance(rec, dict) or rec.get("sha256") != sha or rec.get("settings") != key or rec.get("failed"):
         return None
-    for row in rec.get("rows") or []:  # a clip whose media is gone or changed is redone
-        for r, want in (row.get("sha256") or {}).items():
+    if not (isinstance(rec.get("rows"), list) and isinstance(rec.get("rejected"), list) and isinstance(rec.get("seconds"), dict)
+            and (rec.get("measured") is None or isinstance(rec.get("measured"), dict))):
+        return None
+    prefix = _slug(sha) + "-"
+    for row in rec["rows"]:  # a clip whose media is gone, changed or not its own is redone
+        if not (isinstance(row, dict) and isinstance(row.get("id"), str) and row["id"].startswith(prefix)
+                and isinstance(row.get("sha256"), dict) and row["sha256"]):
+            return None
+        for r, want in row["sha256"].items():
+            # Names read from storage: only this source's own files under clips/ and refs/.
+            parts = PurePosixPath(r).parts if isinstance(r, str) else ()
+            if len(parts) != 2 or parts[0] not in ("clips", "refs") or not parts[1].startswith(prefix) or "\\" in r:
+                return None
             f = out / r
             if not f.is_file() or _manifest.sha256_file(f) != want:
                 return None
@@ -683,7 +744,7 @@ def ingest(
         captioner = captioner_from_env()
     except ValueError as exc:
         raise IngestError(str(exc)) from None
-    sources, rejected = find_sources(srcs)
+    sources, rejected = find_sources(srcs, skip=out)
     if not sources:
         raise IngestError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) under {', '.join(map(str, srcs))}")
     if shard is not None:
@@ -737,7 +798,7 @@ def _ingest_locked(out: Path, sources: list[tuple[Path, str]], rejected: list[di
             records.pop(rel, None)
         else:
             first[shas[rel]] = rel
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    workers = max(1, min(workers or len(os.sched_getaffinity(0)) or 1, len(todo) or 1))
     from tqdm import tqdm
 
     bar = tqdm(total=len(sources), initial=resumed, desc="ingest", unit="source", disable=not progress, file=sys.stderr)
@@ -752,7 +813,15 @@ def _ingest_locked(out: Path, sources: list[tuple[Path, str]], rejected: list[di
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
                 futs = {pool.submit(ingest_source, str(path), rel, shas[rel], str(out), cfg, captioner): rel for path, rel in todo}
                 for fut in as_completed(futs):
-                    records[futs[fut]] = fut.result()
+                    rel = futs[fut]
+                    try:
+                        records[rel] = fut.result()
+                    except BrokenProcessPool:
+                        # A worker died (killed, out of memory): the sources still in flight are
+                        # refused for this run and tried again by the next one.
+                        records[rel] = {"source": rel, "sha256": shas[rel], "rows": [], "measured": None, "seconds": {}, "failed": True,
+                                        "rejected": [{"source": rel, "reason": f"{rel}: its worker process died (killed or out of memory); "
+                                                      "run the ingest again to retry it, with fewer --workers if memory is short"}]}
                     bar.update(1)
     finally:
         bar.close()

@@ -95,6 +95,7 @@ _RULE_KEYS = ("min", "max", "tolerance", "coverage", "of_truth", "of_shuffled")
 #: Where each principle-based floor's reference score is read in metrics.json ``references``.
 _REFERENCE_OF = {"of_truth": "ground_truth", "of_shuffled": "shuffled"}
 _BOOTSTRAP_KEYS = ("resamples", "confidence", "seed")
+_PROFILES = ("synthetic", "footage")
 
 
 class PolicyError(ValueError):
@@ -131,6 +132,8 @@ class GatePolicy:
     seed: int = 0
     source: str = "<memory>"
     digest: str = ""
+    #: Evaluation profile -> (metrics that profile cannot measure, why).
+    profiles: Mapping[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +141,7 @@ class GatePolicy:
             "digest": self.digest,
             "bootstrap": {"resamples": self.resamples, "confidence": self.confidence, "seed": self.seed},
             "metrics": {r.name: {k: getattr(r, k) for k in _RULE_KEYS if getattr(r, k) is not None} for r in self.rules},
+            "profiles": {k: {"not_measured": list(v[0]), "why": v[1]} for k, v in self.profiles.items()},
         }
 
 
@@ -152,9 +156,9 @@ def parse_policy(data: Any, source: str = "<memory>") -> GatePolicy:
     names the file and field."""
     if not isinstance(data, Mapping):
         raise PolicyError(f"{source}: a gate policy must be a mapping with a 'metrics' section")
-    unknown_top = sorted(set(data) - {"version", "bootstrap", "metrics"})
+    unknown_top = sorted(set(data) - {"version", "bootstrap", "metrics", "profiles"})
     if unknown_top:
-        raise PolicyError(f"{source}: unknown section '{unknown_top[0]}'; allowed: version, bootstrap, metrics")
+        raise PolicyError(f"{source}: unknown section '{unknown_top[0]}'; allowed: version, bootstrap, metrics, profiles")
     if data.get("version", 1) != 1:
         raise PolicyError(f"{source}: version: {data.get('version')!r} is not supported; use version: 1")
     boot = data.get("bootstrap") or {}
@@ -207,7 +211,34 @@ def parse_policy(data: Any, source: str = "<memory>") -> GatePolicy:
         if vals["min"] is not None and vals["max"] is not None and vals["min"] > vals["max"]:
             raise PolicyError(f"{where}: min {vals['min']} is above max {vals['max']}")
         rules.append(MetricRule(str(name), **{k: vals[k] for k in _RULE_KEYS}))
-    return GatePolicy(tuple(rules), int(resamples), float(confidence), int(seed), source)
+    return GatePolicy(tuple(rules), int(resamples), float(confidence), int(seed), source,
+                      profiles=_parse_profiles(data.get("profiles"), {r.name for r in rules}, source))
+
+
+def _parse_profiles(data: Any, listed: set[str], source: str) -> dict[str, tuple[tuple[str, ...], str]]:
+    """``profiles: {footage: {not_measured: [...], why: "..."}}``: metrics an evaluation
+    profile has no detector for. Only metrics the policy lists, and a reason is required."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise PolicyError(f"{source}: profiles: expected a mapping of profile name to {{not_measured, why}}")
+    out = {}
+    for name, entry in data.items():
+        where = f"{source}: profiles.{name}"
+        if name not in _PROFILES:
+            raise PolicyError(f"{where}: unknown profile; allowed: {', '.join(_PROFILES)}")
+        if not isinstance(entry, Mapping) or set(entry) - {"not_measured", "why"}:
+            raise PolicyError(f"{where}: expected a mapping with not_measured (a list of metrics) and why (a sentence)")
+        names, why = entry.get("not_measured"), entry.get("why")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise PolicyError(f"{where}.not_measured: expected a non-empty list of metric names")
+        for n in names:
+            if n not in listed:
+                raise PolicyError(f"{where}.not_measured: '{n}' has no rule under metrics; list only metrics the policy checks")
+        if not isinstance(why, str) or not why.strip():
+            raise PolicyError(f"{where}.why: say why the profile cannot measure these metrics")
+        out[str(name)] = (tuple(names), why.strip())
+    return out
 
 
 def load_policy(path: str | os.PathLike | None = None) -> GatePolicy:
@@ -348,6 +379,9 @@ class MetricCheck:
     regression_ok: bool | None = None  # None: not checked (no champion / no tolerance)
     passed: bool = False
     reasons: list[str] = field(default_factory=list)
+    #: Set when the evaluation's profile cannot measure this metric and the policy says so
+    #: (``profiles``): the check neither passes nor fails, and the page says why.
+    not_measured: str = ""
 
 
 @dataclass
@@ -608,7 +642,23 @@ def decide(
                         f"the challenger was scored on {len(mine & theirs)} of the champion's {len(theirs)} benchmark clips "
                         f"(+{len(mine - theirs)} others); evaluate both on the same whole benchmark"
                     )
-    checks = [_check_metric(rule, policy, challenger, champ_metrics) for rule in policy.rules]
+    profile = str((challenger.get("config") or {}).get("profile") or "synthetic")
+    if champ_metrics is not None and str((champ_metrics.get("config") or {}).get("profile") or "synthetic") != profile:
+        reasons.append(f"evaluation profile mismatch: challenger scored with the {profile} profile, champion v{champion.version} "
+                       "with another; re-evaluate the champion on this benchmark")
+        champ_metrics = None
+    unmeasurable, why = policy.profiles.get(profile, ((), ""))
+    checks = []
+    for rule in policy.rules:
+        if rule.name in unmeasurable and rule.name not in (challenger.get("metrics") or {}):
+            # The profile has no detector for it (and the evaluation wrote no value): said, not failed.
+            info = METRICS[rule.name]
+            chk = MetricCheck(rule.name, info.higher_is_better, info.per_clip, rule.min, rule.max, rule.tolerance,
+                              not_measured=f"not measured with the {profile} profile: {why}")
+            chk.passed = True
+            checks.append(chk)
+        else:
+            checks.append(_check_metric(rule, policy, challenger, champ_metrics))
     for chk in checks:
         reasons.extend(chk.reasons)
     return GateDecision(

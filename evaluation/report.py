@@ -139,15 +139,20 @@ def render_gate_html(decision: "GateDecision", sheet: Path | None = None) -> str
         if chk.regression_ok is None:
             ci = '<span class="na">not compared</span>'
         cls = "pass" if chk.passed else "fail"
+        label = "pass" if chk.passed else "fail"
+        if getattr(chk, "not_measured", ""):
+            cls, label = "na", "not measured"
         rows.append(
             "<tr>"
             f"<td>{html.escape(chk.name)}</td><td>{direction}</td>"
             f"<td>{_fmt(chk.challenger)}</td><td>{chk.challenger_count}</td>"
             f"<td>{_fmt(chk.champion)}</td><td>{_floor_text(chk)}</td>"
             f"<td>{_fmt(chk.diff_mean)}</td><td>{ci}</td><td>{chk.paired}</td><td>{_fmt(chk.tolerance)}</td>"
-            f'<td><span class="verdict {cls}">{"pass" if chk.passed else "fail"}</span></td>'
+            f'<td><span class="verdict {cls}">{label}</span></td>'
             "</tr>"
         )
+        if getattr(chk, "not_measured", ""):
+            rows.append(f'<tr><td class="reason" colspan="11">{html.escape(chk.not_measured)}</td></tr>')
         if chk.reasons:
             rows.append(f'<tr><td class="reason" colspan="11">{"<br>".join(html.escape(r) for r in chk.reasons)}</td></tr>')
     general = [r for r in decision.reasons if not any(r in c.reasons for c in decision.checks)]

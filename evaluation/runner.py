@@ -477,6 +477,8 @@ def evaluate_clips(
     metrics of the ground truth itself (the ceiling a floor can be a fraction of) and of the
     ground truth with every frame's pixels shuffled (the right colours, nothing drawn)."""
     cfg = load_config(config)
+    if cfg.profile == "footage":  # a profile named in the config applies here too
+        cfg = with_profile(cfg, "footage")
     suite = suite or build_suite(cfg.detectors)
     encoder = encoder if encoder is not None else load_world_encoder(cfg)
     clips = list(clips)
@@ -569,8 +571,8 @@ def dataset_kind(root: Path) -> str:
 
 def with_profile(cfg: EvalConfig, kind: str) -> EvalConfig:
     """``cfg`` with the profile for a benchmark of ``kind`` applied where the config left the
-    choice open: for footage, the footage detectors (unless ``detectors`` is set) and no world
-    encoder (unless ``encoder`` is set)."""
+    choice open: for footage, the footage detectors for every detector key ``detectors`` does
+    not set, and no world encoder (unless ``encoder`` is set)."""
     profile = cfg.profile or kind
     if profile != "footage":
         return dataclasses.replace(cfg, profile=profile)
@@ -579,7 +581,7 @@ def with_profile(cfg: EvalConfig, kind: str) -> EvalConfig:
     return dataclasses.replace(
         cfg,
         profile="footage",
-        detectors=dict(cfg.detectors) or {k: dict(v) for k, v in FOOTAGE_DETECTORS.items()},
+        detectors={**{k: dict(v) for k, v in FOOTAGE_DETECTORS.items()}, **dict(cfg.detectors)},
         encoder="" if cfg.encoder is None else cfg.encoder,
     )
 

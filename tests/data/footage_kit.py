@@ -126,10 +126,13 @@ def make_source(
     audio: str | None = "aac",
     sample_rate: int = 16000,
     options: dict[str, str] | None = None,
+    audio_span: tuple[float, float] | None = None,
 ) -> Truth:
     """Encode ``shots`` back to back. ``dissolve_after`` {i: seconds} blends shot i into shot
     i+1 over that many seconds, centred on their boundary; other boundaries are hard cuts.
-    ``speech`` is (start seconds, voice index, text). Returns the truth."""
+    ``speech`` is (start seconds, voice index, text). ``audio_span`` (start, end) seconds: the
+    audio track holds only that span, timestamped (a late start; an end past the picture's).
+    Returns the truth."""
     import av
 
     w, h = size
@@ -165,7 +168,8 @@ def make_source(
             truth.cuts_s.append(float(np.ceil(bounds[j] * fps_f - 1e-9) / fps_f))
     truth.face_shots = [(float(bounds[j]), float(bounds[j + 1])) for j, s in enumerate(shots) if s.kind == "face"]
 
-    wave = np.zeros(int(round(total * sample_rate)), np.float32)
+    a_lo, a_hi = audio_span or (0.0, total)
+    wave = np.zeros(int(round(max(total, a_hi) * sample_rate)), np.float32)
     for start, voice, text in speech:
         clip = speak(VOICES[voice], text, sample_rate)
         a = int(start * sample_rate)
@@ -189,7 +193,7 @@ def make_source(
         if aus is not None:
             fmt = "s16" if audio == "pcm_s16le" else "fltp"
             step = 960 if audio == "libopus" else 1024
-            for a in range(0, len(wave), step):
+            for a in range(int(round(a_lo * sample_rate)), int(round(a_hi * sample_rate)), step):
                 chunk = wave[a : a + step]
                 if len(chunk) < step:
                     chunk = np.pad(chunk, (0, step - len(chunk)))

@@ -377,7 +377,10 @@ def test_the_footage_profile_scores_an_ingested_benchmark_and_tells_a_face_from_
     a = int(ev.time_range.start * clip.sample_rate)
     wav[a : a + len(other)] = other[: len(wav) - a]
     swapped = evaluate_clips([dataclasses.replace(clip, waveform=wav)], {"profile": "footage"})["clips"][0]["metrics"]
-    truth = evaluate_clips([clip], {"profile": "footage"})["clips"][0]["metrics"]
+    scored = evaluate_clips([clip], {"profile": "footage"})
+    truth = scored["clips"][0]["metrics"]
+    # A profile named in the config picks the footage detectors here too, key by key.
+    assert scored["config"]["detectors"]["voice"]["name"] == "resemblyzer" and scored["config"]["encoder"] == ""
     assert truth["ac"] > 0.6 and swapped["ac"] < truth["ac"] - 0.15, (truth["ac"], swapped["ac"])
 
 

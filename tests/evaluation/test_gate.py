@@ -495,3 +495,57 @@ def test_a_limited_evaluation_cannot_pass_the_gate(kit):
     assert not d.passed and any("scored on 1 of the benchmark's 32 clips" in r for r in d.reasons)
     doc["benchmark"]["split_clips"] = 1
     assert G.decide(doc, policy({"sta": {"min": 0.5}})).passed
+
+
+# --------------------------------------------------------------------------- evaluation profiles
+
+
+def _footage_policy(extra: dict | None = None) -> G.GatePolicy:
+    return G.parse_policy({"metrics": {"sta": {"min": 0.5}, "fidelity_fd": {"max": 10.0}, "character_recall": {"min": 0.5}},
+                           "profiles": {"footage": {"not_measured": ["fidelity_fd", "character_recall"],
+                                                    "why": "no world encoder for real footage"}, **(extra or {})}}, "test-policy")
+
+
+def test_a_metric_the_footage_profile_cannot_measure_is_said_not_failed_and_only_there(kit):
+    from mavin_ops.evaluation.report import render_gate_html
+
+    doc = kit.metrics_doc({"sta": [1.0] * N})
+    doc["config"] = {"profile": "footage"}
+    d = G.decide(doc, _footage_policy())
+    assert d.passed, d.reasons
+    notes = {c.name: c.not_measured for c in d.checks}
+    assert notes["fidelity_fd"].startswith("not measured with the footage profile: no world encoder") and notes["sta"] == ""
+    assert "not measured" in render_gate_html(d)
+    # The same numbers from a synthetic evaluation: the metrics are missing, which fails.
+    doc["config"] = {"profile": "synthetic"}
+    d = G.decide(doc, _footage_policy())
+    assert not d.passed and "fidelity_fd: missing from the challenger's metrics.json" in d.reasons
+    # A value the footage evaluation did write is checked as usual.
+    doc = kit.metrics_doc({"sta": [1.0] * N, "character_recall": [0.1] * N})
+    doc["config"] = {"profile": "footage"}
+    d = G.decide(doc, _footage_policy())
+    assert not d.passed and any(r.startswith("character_recall: 0.1 is below the floor 0.5") for r in d.reasons), d.reasons
+
+
+def test_a_champion_scored_with_another_profile_is_not_compared(kit):
+    doc = kit.metrics_doc({"sta": [1.0] * N})
+    doc["config"] = {"profile": "footage"}
+    champ = kit.metrics_doc({"sta": [1.0] * N})
+    d = G.decide(doc, _footage_policy(), champion_of(champ))
+    assert not d.passed and any(r.startswith("evaluation profile mismatch") for r in d.reasons), d.reasons
+
+
+@pytest.mark.parametrize(
+    "profiles, match",
+    [
+        ({"studio": {"not_measured": ["sta"], "why": "x"}}, r"profiles\.studio: unknown profile"),
+        ({"footage": {"not_measured": ["vc"], "why": "x"}}, r"'vc' has no rule under metrics"),
+        ({"footage": {"not_measured": ["sta"]}}, r"profiles\.footage\.why"),
+        ({"footage": {"not_measured": [], "why": "x"}}, r"non-empty list"),
+        ({"footage": ["sta"]}, r"expected a mapping with not_measured"),
+    ],
+)
+def test_bad_profile_sections_are_one_line_errors(profiles, match):
+    with pytest.raises(G.PolicyError, match=match) as err:
+        G.parse_policy({"metrics": {"sta": {"min": 0.5}}, "profiles": profiles}, "p.yaml")
+    assert "\n" not in str(err.value)
