@@ -58,7 +58,10 @@ def generate_benchmark(
     gen = torch.Generator().manual_seed(seed)
     written = []
     start = time.time()
-    with torch.no_grad():
+    from mavin_ops import progress as _progress
+
+    report = _progress.reporter("sample benchmark", len(rows), "clip")
+    with torch.no_grad(), report:
         for n, row in enumerate(rows, 1):
             clip = media.load_clip(bench, row)
             refs = {
@@ -94,6 +97,7 @@ def generate_benchmark(
                 shutil.copyfile(manifest.resolve_media(bench, rel), dest)
                 sha[rel] = row["sha256"].get(rel) or manifest.sha256_file(dest)
             written.append({**row, "video": video_rel, "audio": audio_rel, "sha256": sha, "generated": True})
+            report.update(1)
             if progress:
                 rate = n / max(time.time() - start, 1e-9)
                 print(f"\rgenerated {n}/{len(rows)} clips ({rate:.2f} clips/s)", end="", file=sys.stderr, flush=True)

@@ -179,6 +179,7 @@ def _release(args: argparse.Namespace) -> int:
         cache=args.cache,
         resume=args.resume,
         echo=print,
+        verbose=args.verbose,
     )
     if result.interrupted:
         return 128 + result.interrupted  # 130 for Ctrl-C, 143 for SIGTERM, as the shell reports it
@@ -407,6 +408,28 @@ def _lineage(args: argparse.Namespace) -> int:
     print(lineage.render_text(chain))
     if args.html:
         print(f"page: {lineage.render_html(chain, args.html, title=f'lineage of {args.model}')}")
+    return 0
+
+
+def _releases(args: argparse.Namespace) -> int:
+    from mavin_ops.release import list_releases
+
+    rows = list_releases(args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("no releases yet under $MAVIN_HOME/releases; run one with: mavin-ops release", file=sys.stderr)
+        return 0
+    print(f"{'release':<26} {'started (UTC)':<19} {'took':>7}  {'verdict':<13} {'champion':<14} page")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['release_id']:<26} {r['error']}")
+            continue
+        before, after = (f"v{v}" if v else "none" for v in (r.get("champion_before"), r.get("champion_after")))
+        champ = before if before == after else f"{before} -> {after}"
+        took = f"{int(r['duration_s'] // 60)}m{int(r['duration_s'] % 60):02d}s"
+        print(f"{r['release_id']:<26} {r['started']:<19} {took:>7}  {r['verdict'] or '-':<13} {champ:<14} {r['page'] or '-'}")
     return 0
 
 
@@ -643,6 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
         "with: the steps it finished are reused from the cache (not run again), the train step resumes from its "
         "working checkpoints, and its MLflow parent run is reopened and closed with the new final status",
     )
+    rel.add_argument("-v", "--verbose", action="store_true",
+                     help="stream every step's log to the terminal (by default: one line per step; the full logs are always "
+                     "written to $MAVIN_HOME/releases/<id>/logs/<step>.log)")
     rel.set_defaults(func=_release)
 
     sm = sub.add_parser(
@@ -754,6 +780,13 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("model", type=_name("model name"), help="registered model name")
     hist.add_argument("--json", action="store_true", help="print JSON records")
     hist.set_defaults(func=_history)
+
+    rels = sub.add_parser("releases", help="the recent releases: when, how long, verdict, champion before and after, report page",
+                          description="List the releases run on this machine (newest first) from $MAVIN_HOME/releases.",
+                          epilog="example: mavin-ops releases --limit 5")
+    rels.add_argument("--limit", type=_count(1), default=20, help="how many (default: 20)")
+    rels.add_argument("--json", action="store_true", help="print the list as JSON on stdout")
+    rels.set_defaults(func=_releases)
 
     lin = sub.add_parser("lineage", help="walk a model version back to its data, runs and commit")
     lin.add_argument("model", help="<model>@<alias|version>, e.g. mavin-tiny@champion")

@@ -22,9 +22,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+import sys
+from typing import Callable, Iterator, TextIO
 
 from mavin_ops import settings, tracking
+from mavin_ops.console import ReleaseConsole, task_names
 
 __all__ = ["PreflightError", "ReleaseResult", "ResumeError", "preflight", "run_release"]
 
@@ -96,6 +98,12 @@ class ReleaseResult:
     attempt: int = 1  # 2 and up: a resumed release
     reused: list[str] = field(default_factory=list)  # steps finished by an earlier attempt, not run again
     interrupted: int = 0  # the signal (SIGINT / SIGTERM) that stopped the release itself, else 0
+    #: What the terminal showed per step (name, status, seconds, headline, log file).
+    step_lines: list[dict] = field(default_factory=list)
+    #: The release's own folder ($MAVIN_HOME/releases/<id>): logs/, release.json, release.html.
+    folder: str = ""
+    #: The release's report page (release.html), or "" when it could not be built.
+    page: str = ""
 
     def lines(self) -> list[str]:
         """What a person wants to see after a release run (URLs shown without credentials)."""
@@ -122,8 +130,10 @@ class ReleaseResult:
         ):
             if key in self.tags:
                 out.append(f"  {label} : {redact(self.tags[key])}")
-        for step in self.steps:
-            out.append(f"  step {step['name']:<16} {step['status']:<9} {step['artifact_uri']}")
+        if self.folder:
+            out.append(f"  step logs        : {Path(self.folder) / 'logs'}")
+        if self.page:
+            out.append(f"  report page      : {self.page}")
         if self.reused:
             out.append(f"  reused (cached)  : {', '.join(self.reused)}")
         if not self.succeeded:
@@ -234,6 +244,8 @@ def run_release(
     resume: str | None = None,
     echo: Callable[[str], None] | None = None,
     check: bool = True,
+    verbose: bool = False,
+    terminal: TextIO | None = None,
 ) -> ReleaseResult:
     """Run the release pipeline locally. Never raises for a failed pipeline: the result says
     what failed, and the MLflow parent run carries the final status.
@@ -250,7 +262,12 @@ def run_release(
 
     SIGINT / SIGTERM to this process stops the release itself: the running steps are
     terminated, the MLflow parent run ends KILLED, the result says how to resume, and the
-    champion is not touched (``interrupted`` holds the signal number)."""
+    champion is not touched (``interrupted`` holds the signal number).
+
+    Output (:mod:`mavin_ops.console`): every step's full log goes to
+    ``$MAVIN_HOME/releases/<id>/logs/<step>.log``; ``terminal`` (default: standard error when
+    ``echo`` is given, else nothing) gets one line per step and a progress bar in long steps,
+    or every log line with ``verbose``."""
     import warnings
 
     from kfp import local
@@ -302,17 +319,31 @@ def run_release(
         attempt = 1
         parent_id = tracking.parent_run(release_id)
         c.set_tag(parent_id, ARGS_TAG, json.dumps(args, sort_keys=True))
+        from mlflow.entities import Param
+
+        from mavin_ops.safety import redact
+
+        # The release's options as params, so runs compare by them in the MLflow UI.
+        c.log_batch(parent_id, params=[Param(k, redact(str(v))[:500]) for k, v in sorted(args.items())])
         c.set_tag(parent_id, "mavin.attempt", "1")
     root = home / "pipelines"
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache)
     before = {p.name for p in root.iterdir()}
+    folder = home / "releases" / release_id
+    log_dir = folder / "logs" if attempt == 1 else folder / "logs" / f"attempt-{attempt}"
+    if terminal is None:
+        terminal = sys.stderr if echo else open(os.devnull, "w")
+    console = ReleaseConsole(log_dir, task_names(release_pipeline), terminal=terminal, verbose=verbose)
+    model = str(args.get("model_name") or "mavin")
+    champion_before = _champion(model)
     start = time.time()
     error = ""
     interrupted = 0
     try:
         with _stopped_by_signals() as caught:
-            release_pipeline(**args, release_id=release_id)
+            with console:
+                release_pipeline(**args, release_id=release_id)
     except _Interrupted:
         interrupted = caught[0]
         error = f"interrupted by {signal.Signals(interrupted).name}"
@@ -361,7 +392,14 @@ def run_release(
     reused = [
         s["name"] for s, r in zip(steps, children) if r.info.start_time < started_ms and s["status"] == "FINISHED" and s["name"] not in ran_now
     ] if attempt > 1 else []
+    _headline_metrics(c, parent_id, children)
+    lines = [s.to_dict() for s in console.steps]
+    _write_release_record(folder, release_id, attempt, start, wall, error, lines, parent_id, pipeline_dir,
+                          {"model": model, "champion_before": champion_before, "champion_after": _champion(model),
+                           "verdict": parent.data.tags.get("mavin.verdict", ""), "succeeded": not error and parent.info.status == "FINISHED"})
     result = ReleaseResult(
+        step_lines=lines,
+        folder=str(folder),
         release_id=release_id,
         succeeded=not error and parent.info.status == "FINISHED",
         error=error,
@@ -375,7 +413,103 @@ def run_release(
         reused=reused,
         interrupted=interrupted,
     )
+    try:
+        from mavin_ops.release_page import build_release_page
+
+        page = build_release_page(release_id, folder, lines, succeeded=result.succeeded, error=error, wall_s=wall,
+                                  attempt=attempt, parent_run_id=parent_id)
+        # The page with its logs and assets, so its relative links hold in the artifact store too.
+        c.log_artifacts(parent_id, str(folder), "release")
+        result.page = str(page)
+    except Exception as exc:  # noqa: BLE001 - a page that cannot be drawn must not turn a release into a failure
+        if echo:
+            echo(f"release {release_id}: the report page could not be built ({exc.__class__.__name__}: {exc})")
     if echo:
         for line in result.lines():
             echo(line)
     return result
+
+
+def _headline_metrics(c, parent_id: str, children: list) -> None:
+    """The benchmark metrics (and the gate's answer) on the parent run too, where a release
+    list in the MLflow UI shows them side by side."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = []
+    for r in children:
+        step = r.data.tags.get("mavin.step")
+        if step == "evaluate":
+            metrics += [Metric(k, v, now, 0) for k, v in r.data.metrics.items() if k.startswith("eval/") and "/" not in k[5:]]
+        elif step == "gate":
+            metrics += [Metric(k, v, now, 0) for k, v in r.data.metrics.items()]
+        elif step == "validate_data":
+            metrics += [Metric(f"data/{k}", v, now, 0) for k, v in r.data.metrics.items()]
+    if metrics:
+        try:
+            c.log_batch(parent_id, metrics=metrics)
+        except Exception:  # noqa: BLE001 - a closed or remote run that refuses: the step runs keep them
+            pass
+
+
+def _champion(model: str) -> str | None:
+    from mavin_ops import registry
+
+    try:
+        return registry.champion_version(model)
+    except Exception:  # noqa: BLE001 - no registered model yet, or a store that cannot answer: no champion to show
+        return None
+
+
+def _write_release_record(folder: Path, release_id: str, attempt: int, start: float, wall: float, error: str,
+                          steps: list[dict], parent_id: str, pipeline_dir: str, outcome: dict) -> None:
+    """``releases/<id>/release.json``: what `mavin-ops releases` and the report page read (one
+    entry per attempt; the newest last), written atomically."""
+    from mavin_ops.evaluation.results import write_json
+
+    path = folder / "release.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        attempts = [a for a in record.get("attempts", []) if isinstance(a, dict) and a.get("attempt") != attempt]
+    except (OSError, ValueError, AttributeError):
+        attempts = []
+    attempts.append({"attempt": attempt, "started": start, "wall_s": round(wall, 2), "error": error, "steps": steps,
+                     "pipeline_dir": os.path.relpath(pipeline_dir, settings.home()), **outcome})
+    write_json(path, {"release_id": release_id, "parent_run_id": parent_id, "attempts": attempts})
+
+
+def list_releases(limit: int = 20) -> list[dict]:
+    """The newest releases first (``mavin-ops releases``), from ``$MAVIN_HOME/releases/*/release.json``:
+    id, start, duration, verdict, champion before and after, the report page. A record that
+    cannot be read is listed with its error, not skipped."""
+    import datetime as dt
+
+    from mavin_ops.safety import check_name
+
+    root = settings.home() / "releases"
+    out = []
+    for folder in (root.iterdir() if root.is_dir() else []):
+        try:
+            check_name(folder.name, "release id")
+        except ValueError:
+            continue  # not a folder a release wrote
+        entry: dict = {"release_id": folder.name, "page": ""}
+        try:
+            record = json.loads((folder / "release.json").read_text(encoding="utf-8"))
+            last = record["attempts"][-1]
+            entry.update({
+                "started": dt.datetime.fromtimestamp(float(last["started"]), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+                "_t": float(last["started"]), "duration_s": float(last.get("wall_s", 0.0)), "attempts": len(record["attempts"]),
+                "succeeded": bool(last.get("succeeded")), "verdict": str(last.get("verdict") or ("failed" if last.get("error") else "")),
+                "model": str(last.get("model") or ""), "champion_before": last.get("champion_before"),
+                "champion_after": last.get("champion_after"),
+            })
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            entry.update({"_t": folder.stat().st_mtime, "error": f"release.json unreadable ({exc.__class__.__name__})"})
+        if (folder / "release.html").is_file():
+            entry["page"] = str(folder / "release.html")
+        out.append(entry)
+    out.sort(key=lambda e: e["_t"], reverse=True)
+    for e in out:
+        e.pop("_t")
+    return out[:limit]

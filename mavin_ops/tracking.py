@@ -75,18 +75,25 @@ def git_commit(path: str | os.PathLike | None = None) -> tuple[str, bool]:
     return commit, bool(status)
 
 
+#: MLflow's own experiment tag for the UI mode.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+
+
 def experiment_id(name: str = EXPERIMENT) -> str:
     """Get or create the experiment; on a local store its artifacts go under MAVIN_HOME."""
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):  # made before the platform set it
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
         return exp.experiment_id
     uri = settings.tracking_uri()
     location = None
     if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
         location = settings.artifact_root().as_uri()
     try:
-        return c.create_experiment(name, artifact_location=location)
+        # A classic ML experiment in the MLflow UI (training runs are runs, not GenAI "evaluations").
+        return c.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: "custom_model_development"})
     except Exception:  # created concurrently by another step
         exp = c.get_experiment_by_name(name)
         if exp is None:
@@ -127,6 +134,10 @@ def parent_run(release_id: str, kfp_run_id: str = "", pipeline: str = "mavin-rel
             "mavin.step": "pipeline",
             "mavin.git_commit": commit,
             "mavin.git_dirty": str(dirty).lower(),
+            # MLflow's own source tags, which its UI shows and links.
+            "mlflow.source.git.commit": commit,
+            "mlflow.source.type": "JOB",
+            "mlflow.source.name": pipeline,
         },
     )
     return run.info.run_id

@@ -69,7 +69,8 @@ def build_release_pipeline(platform: Platform = _local):
     """The release pipeline with ``platform`` applied to every task."""
 
     def step(task: dsl.PipelineTask, name: str, display: str) -> dsl.PipelineTask:
-        task.set_display_name(display)
+        # One spelling everywhere (logs, MLflow, pages): train_multishot, never "train-2".
+        task.set_display_name(display.replace(" ", "_"))
         platform(task, name)
         return task
 
@@ -209,7 +210,7 @@ def build_release_pipeline(platform: Platform = _local):
                 )
                 registered.set_caching_options(False)  # it moves the alias: never replayed from a cache
             with dsl.Else(name="gate-failed"):
-                step(record_not_promoted(gate_summary=decided.outputs["summary"], **lineage), "record_not_promoted", "not promoted")
+                step(record_not_promoted(gate_summary=decided.outputs["summary"], **lineage), "record_not_promoted", "record_not_promoted")
 
     return release_pipeline
 

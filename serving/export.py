@@ -418,7 +418,11 @@ def export_model(
     try:
         examples = _examples(model)
         parts: dict[str, Any] = {}
+        from mavin_ops import progress as _progress
+
+        report = _progress.reporter("export ONNX parts", len(PART_ORDER), "part")
         for part in PART_ORDER:
+            report.update(0, part=part)
             t0 = time.time()
             file = stage / f"{part}.onnx"
             _export_part(model, part, examples[part][0], file)
@@ -436,6 +440,8 @@ def export_model(
                 "parity_examples": len(examples[part]),
             }
             say(f"exported {part}: parity max abs diff {worst:.2e} ({time.time() - t0:.1f} s)")
+            report.update(1)
+        report.close()
         files = {}
         for p in sorted(stage.rglob("*")):
             if p.is_file():

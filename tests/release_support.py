@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["DEBUG_RELEASE", "descendants", "lenient_policy", "served", "stray_processes"]
+__all__ = ["DEBUG_RELEASE", "check_release_page", "descendants", "lenient_policy", "served", "stray_processes"]
 
 #: The cheapest whole release: debug preset, 2 training steps per stage, 2 sampler steps, 2 clips.
 DEBUG_RELEASE = dict(preset="debug", train_steps=2, sample_steps=2, sample_limit=2)
@@ -77,3 +77,42 @@ def stray_processes(home: Path) -> dict[int, list[str]]:
         if marker in env and _cmdline(int(p.name)):
             out[int(p.name)] = _cmdline(int(p.name))
     return out
+
+
+def check_release_page(page: Path) -> dict:
+    """Open a release.html and check that it works offline: every link and image resolves to
+    a file next to it, no URL leaves the machine, and every MLflow run it names exists.
+    Returns what was found (hrefs, srcs, run ids) for more checks."""
+    import re
+    from html.parser import HTMLParser
+    from urllib.parse import unquote
+
+    from mavin_ops import tracking
+
+    class Links(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.hrefs, self.srcs, self.runs = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if a.get("href"):
+                self.hrefs.append(a["href"])
+            if a.get("src"):
+                self.srcs.append(a["src"])
+            if a.get("data-mlflow-run"):
+                self.runs.append(a["data-mlflow-run"])
+
+    text = Path(page).read_text(encoding="utf-8")
+    parser = Links()
+    parser.feed(text)
+    assert not re.search(r"(?i)\b(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text.replace("mlflow ui --backend-store-uri", "")), \
+        "the page names an external address"
+    for link in parser.hrefs + parser.srcs:
+        assert not re.match(r"(?i)^[a-z][a-z0-9+.-]*:", link), f"{link}: not a relative link"
+        target = (Path(page).parent / unquote(link.split("#")[0])).resolve()
+        assert target.is_file(), f"{link}: no such file next to the page"
+    c = tracking.client()
+    for run_id in parser.runs:
+        assert c.get_run(run_id).info.run_id == run_id
+    return {"hrefs": parser.hrefs, "srcs": parser.srcs, "runs": parser.runs}

@@ -4,6 +4,7 @@ promote) and then a failing gate that leaves the champion and the served version
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,11 @@ from mavin_ops.release import run_release
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # release_support
 
-from release_support import DEBUG_RELEASE, lenient_policy  # noqa: E402
+from release_support import DEBUG_RELEASE, check_release_page, lenient_policy  # noqa: E402
+
+
+def c_list(run_id: str, path: str) -> list:
+    return MlflowClient(settings.tracking_uri()).list_artifacts(run_id, path)
 
 
 @pytest.mark.server
@@ -24,8 +29,35 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     secret = "sk-test-secret-0123456789"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     common = dict(**DEBUG_RELEASE, model_name="mavin-debug")
-    first = run_release(gate_policy=lenient_policy(tmp_path), **common)
+    terminal, said = io.StringIO(), []
+    first = run_release(gate_policy=lenient_policy(tmp_path), terminal=terminal, **{**common, "echo": said.append})
     assert first.succeeded, first.error
+    # Quiet by default: a line per step and the summary fit on one screen; the logs are in files.
+    shown = terminal.getvalue().splitlines() + said
+    assert len(shown) <= 40, "\n".join(shown)
+    step_lines = [x for x in terminal.getvalue().splitlines() if x.startswith("  ")]
+    names = [x.split()[0] for x in step_lines]
+    assert names[:3] == ["generate_data", "version_data", "validate_data"] and "train_multishot" in names, names
+    assert not any("-2" in n or "Executing" in x for n, x in zip(names, step_lines)), step_lines
+    train = next(x for x in step_lines if x.split()[0] == "train_joint")
+    assert train.split()[1] == "ok" and "final loss" in train
+    gate_line = next(x for x in step_lines if x.split()[0] == "evaluate")
+    assert "STA " in gate_line and "VC " in gate_line
+    logs = Path(first.folder) / "logs"
+    assert (logs / "train_multishot.log").is_file() and "final_loss" in (logs / "train_multishot.log").read_text()
+    # The report page: every link resolves offline, every run it names exists, the picture is there.
+    page = Path(first.page)
+    assert page == Path(first.folder) / "release.html" and f"report page      : {page}" in said
+    found = check_release_page(page)
+    assert first.parent_run_id in found["runs"] and len(set(found["runs"])) >= 10
+    assert any(x.endswith("loss.png") for x in found["srcs"]) and any(x.endswith("summary.png") for x in found["srcs"])
+    assert any(x.endswith("train_multishot.log") for x in found["hrefs"]) and any(x.endswith("gate.html") for x in found["hrefs"])
+    html_text = page.read_text()
+    for words in ("train_multishot", "gate pass", "serving_smoke_test", "validation.json"):
+        assert words in html_text, words
+    assert "release/release.html" in [a.path for a in c_list(first.parent_run_id, "release")]
+    record = json.loads((Path(first.folder) / "release.json").read_text())
+    assert [s["name"] for s in record["attempts"][0]["steps"]][:2] == ["generate_data", "version_data"]
     steps = [s["name"] for s in first.steps]
     assert steps[-4:] == ["export_model", "publish_model", "serving_smoke_test", "register_model"], steps
     assert first.tags["mavin.verdict"] == "promoted"
@@ -42,16 +74,23 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     summary = json.loads((local / "validation.json").read_text())
     assert summary["rows"] == 6 and summary["quarantined"] == 0 and summary["passed"] is True
     assert "mlflow ui --backend-store-uri" in "\n".join(first.lines())
+    # MLflow tells the story: a classic ML experiment; the parent run has the release's options
+    # as params, the headline metrics and MLflow's own source commit tag.
+    parent = c.get_run(first.parent_run_id)
+    assert c.get_experiment(parent.info.experiment_id).tags.get("mlflow.experimentKind") == "custom_model_development"
+    assert parent.data.params["preset"] == "debug" and parent.data.params["train_steps"] == "2"
+    assert "eval/sta" in parent.data.metrics and "gate/passed" in parent.data.metrics and "data/rows" in parent.data.metrics
+    assert parent.data.tags["mlflow.source.git.commit"] == parent.data.tags["mavin.git_commit"]
     # Credentials from the environment never reach params, tags or the pipeline's outputs.
     for run in [c.get_run(first.parent_run_id), *runs.values()]:
         assert secret not in repr(run.data.params) and secret not in repr(run.data.tags)
     for path in Path(first.pipeline_dir).rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000:
             assert secret.encode() not in path.read_bytes(), path
-    # ... nor the step logs the local runner prints (every step's stdout and stderr).
-    logs = capfd.readouterr()
-    assert "executor_main" in logs.out + logs.err or "generate" in logs.out + logs.err  # the logs were captured
-    assert secret not in logs.out and secret not in logs.err
+    # ... nor the step logs the local runner prints (every step's stdout and stderr), which go to files.
+    text = "".join(p.read_text() for p in logs.rglob("*.log"))
+    assert "executor_main" in text or "generate" in text  # the logs were captured
+    assert secret not in text and secret not in terminal.getvalue()
     champion = registry.champion_version("mavin-debug")
     assert champion == "1"
     chain = lineage.lineage("mavin-debug@champion")
@@ -76,3 +115,14 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     assert [r.to_version for r in registry.history("mavin-debug")] == ["1"]
     store = isolated_home / "model-store" / "mavin-debug"
     assert sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) == ["1"]
+    # `mavin-ops releases`: newest first, with the verdict and the champion before and after.
+    capfd.readouterr()
+    assert main(["releases", "--json"]) == 0
+    listed = json.loads(capfd.readouterr().out)
+    assert [r["release_id"] for r in listed] == [second.release_id, first.release_id]
+    assert (listed[0]["verdict"], listed[0]["champion_before"], listed[0]["champion_after"]) == ("not promoted", "1", "1")
+    assert (listed[1]["verdict"], listed[1]["champion_before"], listed[1]["champion_after"]) == ("promoted", None, "1")
+    assert listed[0]["page"] == second.page and Path(listed[1]["page"]).is_file()
+    assert main(["releases"]) == 0
+    table = capfd.readouterr().out.splitlines()
+    assert table[1].startswith(second.release_id) and "none -> v1" in table[2]

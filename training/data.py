@@ -212,7 +212,11 @@ def precompute(
 
     clips: list[dict[str, Any]] = []
     t0 = time.perf_counter()
+    from mavin_ops import progress as _progress
+
+    report = _progress.reporter("precompute latents", len(rows), "clip")
     for i, row in enumerate(rows):
+        report.update(1)
         cid = str(row["id"])
         rel = f"clips/{cid}.safetensors"
         path = out / rel
@@ -242,6 +246,7 @@ def precompute(
         )
         if progress and (i + 1) % 50 == 0:
             progress(f"precompute: {i + 1}/{len(rows)} clips ({time.perf_counter() - t0:.1f} s)")
+    report.close()
     index = {
         "format": INDEX_FORMAT,
         "dataset_digest": digest,

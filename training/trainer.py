@@ -153,8 +153,12 @@ class _Progress:
     """tqdm on a terminal (rank 0), plain log lines otherwise."""
 
     def __init__(self, stage: str, start: int, total: int, enabled: bool, bar: bool | None, log_every: int):
+        from mavin_ops import progress
+
         self.stage, self.total, self.enabled, self.log_every = stage, total, enabled, log_every
         self.bar = None
+        # Inside a release step: the release's terminal draws the bar (mavin_ops/progress.py).
+        self.report = progress.reporter(f"train {stage}", total, "step", initial=start) if enabled else progress.reporter("", 0)
         if enabled and (sys.stderr.isatty() if bar is None else bar):
             from tqdm import tqdm
 
@@ -171,6 +175,7 @@ class _Progress:
     def update(self, step: int, loss: float, video: float, audio: float, sps: float) -> None:
         if not self.enabled:
             return
+        self.report.update(1, loss=loss)
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4f}", video=f"{video:.4f}", audio=f"{audio:.4f}", sps=f"{sps:.1f}")
@@ -181,6 +186,7 @@ class _Progress:
             )
 
     def close(self) -> None:
+        self.report.close()
         if self.bar is not None:
             self.bar.close()
 
