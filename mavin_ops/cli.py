@@ -151,9 +151,25 @@ _RELEASE_OPTIONS = ("preset", "seed", "registry", "remote", "endpoint_url", "max
                     "sample_steps", "sample_limit", "model", "policy", "dataset_rev", "source", "ingest_shards")
 
 
+def _apply_release_file(args: argparse.Namespace) -> None:
+    """``--config FILE``: its options, where the command line left the default (flags win)."""
+    if not getattr(args, "config", None):
+        return
+    from mavin_ops.release_config import load_release_config
+
+    cfg = load_release_config(args.config)
+    defaults = build_parser().parse_args(["release"])
+    for name, value in cfg.model_dump(exclude_unset=True).items():
+        if getattr(args, name) == getattr(defaults, name):
+            setattr(args, name, value)
+
+
 def _release(args: argparse.Namespace) -> int:
     from mavin_ops.release import run_release
 
+    if args.resume and args.config:
+        raise UserError("--resume reruns the release with the options it was started with; drop --config")
+    _apply_release_file(args)
     if args.resume:
         defaults = build_parser().parse_args(["release"])
         given = [f"--{k.replace('_', '-')}" for k in _RELEASE_OPTIONS if getattr(args, k) != getattr(defaults, k)]
@@ -442,6 +458,15 @@ def _profile(args: argparse.Namespace):
     return ClusterProfile.load(args.profile or DEFAULT_PROFILE)
 
 
+def _file_params(args: argparse.Namespace) -> dict[str, str]:
+    """``--config FILE`` as pipeline parameters (``--param`` given too wins)."""
+    if not args.config:
+        return {}
+    from mavin_ops.release_config import load_release_config, pipeline_arguments
+
+    return pipeline_arguments(load_release_config(args.config))
+
+
 def _arguments(pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -466,7 +491,7 @@ def _submit(args: argparse.Namespace) -> int:
     from mavin_ops.pipelines import cluster
 
     name = args.run_name or time.strftime("mavin-release-%Y%m%d-%H%M%S", time.gmtime())
-    request = cluster.run_request(_profile(args), args.host, _arguments(args.param), name)
+    request = cluster.run_request(_profile(args), args.host, _file_params(args) | _arguments(args.param), name)
     if args.dry_run:
         print(cluster.dumps(request))
         return 0
@@ -478,7 +503,7 @@ def _schedule(args: argparse.Namespace) -> int:
     from mavin_ops.pipelines import cluster
 
     request = cluster.recurring_run_request(
-        _profile(args), args.host, _arguments(args.param), args.name, args.cron, args.max_concurrency
+        _profile(args), args.host, _file_params(args) | _arguments(args.param), args.name, args.cron, args.max_concurrency
     )
     if args.dry_run:
         print(cluster.dumps(request))
@@ -551,19 +576,79 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mavin-ops: error: {self.prog.removeprefix('mavin-ops ')}: {redact(message)}\n")
 
 
+#: Dataset presets (data/synth.py) and model presets (model/config.py) the commands accept.
+DATA_PRESETS = ("debug", "tiny")
+MODEL_PRESETS = ("debug", "tiny", "paper")
+
+#: One example per command, shown at the end of its --help (tests/test_cli.py checks every command has one).
+EXAMPLES = {
+    "data": "mavin-ops data generate --preset tiny --out datasets/tiny",
+    "data generate": "mavin-ops data generate --preset tiny --seed 0 --out datasets/tiny",
+    "data ingest": "mavin-ops data ingest my-footage/ --out datasets/mine --sheets datasets/mine.sheets",
+    "data version": "mavin-ops data version datasets/tiny --name mavinset-mini",
+    "data validate": "mavin-ops data validate datasets/tiny --validated datasets/tiny.validated",
+    "script": "mavin-ops script check scripts/*.mtss.json",
+    "script check": "mavin-ops script check scripts/*.mtss.json",
+    "release": "mavin-ops release --preset debug --train-steps 2 --sample-limit 2",
+    "releases": "mavin-ops releases --limit 5",
+    "train": "mavin-ops train --stage id --preset debug --dataset datasets/debug --steps 2",
+    "encoder": "mavin-ops encoder train --data datasets/tiny --out world.safetensors",
+    "encoder train": "mavin-ops encoder train --data datasets/tiny --out world.safetensors",
+    "export": "mavin-ops export .mavin/train/tiny/joint/final --out /tmp/repo",
+    "publish": "mavin-ops publish /tmp/repo --model mavin",
+    "serve": "mavin-ops serve --model mavin",
+    "generate": "mavin-ops generate --script scripts/scene.mtss.json --out clip.mp4",
+    "smoke": "mavin-ops smoke --out served-check",
+    "evaluate": "mavin-ops evaluate generated/ --out eval/",
+    "gate": "mavin-ops gate eval/metrics.json --out gate/",
+    "promote": "mavin-ops promote mavin 3 --reason 'gate passed on the nightly benchmark'",
+    "rollback": "mavin-ops rollback mavin --reason 'regression reported by the serving team'",
+    "history": "mavin-ops history mavin --json",
+    "lineage": "mavin-ops lineage mavin@champion --html lineage.html",
+    "compile": "mavin-ops compile --profile pipelines/profiles/cluster.example.yaml",
+    "submit": "mavin-ops submit --host https://kfp.example.internal --param preset=tiny",
+    "schedule": "mavin-ops schedule --host https://kfp.example.internal --cron '0 0 2 * * *'",
+    "completion": "mavin-ops completion bash   # e.g. into ~/.local/share/bash-completion/completions/mavin-ops",
+}
+
+
+def _add_examples(sub: argparse._SubParsersAction, prefix: str = "") -> None:
+    """Append each command's example (:data:`EXAMPLES`) to its help epilog, nested commands too."""
+    for name, p in sub.choices.items():
+        key = f"{prefix}{name}"
+        if key in EXAMPLES and "example:" not in (p.epilog or ""):
+            p.epilog = ((p.epilog + "\n\n") if p.epilog else "") + f"example: {EXAMPLES[key]}"
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_examples(action, key + " ")
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mavin-ops",
         description="Train, evaluate, gate and release multi-shot audio-visual generation models.",
         epilog="Local state lives under $MAVIN_HOME (default ./.mavin); MLFLOW_TRACKING_URI is respected.",
     )
+    from mavin_ops import __version__
+
+    parser.add_argument("--version", action="version", version=f"mavin-ops {__version__}")
+    parser.add_argument("-q", "--quiet", dest="global_quiet", action="store_true", help="no progress output (every command)")
+    parser.add_argument("-v", "--verbose", dest="global_verbose", action="store_true",
+                        help="more output (release: stream every step's log)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     data = sub.add_parser("data", help="generate, version and validate datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     gen = dsub.add_parser("generate", help="generate the synthetic MAVINSet-mini dataset")
-    gen.add_argument("--preset", default="debug", help="dataset size preset: debug | tiny (default: debug)")
+    gen.add_argument("--preset", default="debug", choices=DATA_PRESETS, help="dataset size preset (default: debug)")
     gen.add_argument("--seed", type=_count(0), default=0, help="random seed; same seed, same bytes (default: 0)")
     gen.add_argument("--out", required=True, help="output dataset directory (must not exist or be empty)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
@@ -582,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ing.add_argument("sources", nargs="+", metavar="SRC", help="video files or folders of them")
     ing.add_argument("--out", required=True, help="output dataset folder (empty, or an earlier ingest to resume)")
-    ing.add_argument("--preset", default="tiny", help="output format preset: debug | tiny (default: tiny)")
+    ing.add_argument("--preset", default="tiny", choices=DATA_PRESETS, help="output format preset (default: tiny)")
     ing.add_argument("--workers", type=_count(1), default=None, help="processes, one source each (default: every core)")
     ing.add_argument("--eval-share", type=float, default=0.1, help="share of sources held out as the benchmark (default: 0.1)")
     ing.add_argument("--sheets", metavar="DIR", default=None, help="also draw a contact sheet per clip (frames per shot, reference portraits, waveform with dialogue and cuts) into DIR")
@@ -624,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(func=_script_check)
 
     rel = sub.add_parser("release", help="run the release pipeline with the KFP local runner")
-    rel.add_argument("--preset", default="tiny", help="dataset/model preset: debug | tiny (default: tiny)")
+    rel.add_argument("--preset", default="tiny", choices=DATA_PRESETS, help="dataset/model preset (default: tiny)")
     rel.add_argument("--seed", type=_count(0), default=0, help="data seed (default: 0)")
     rel.add_argument("--registry", default=None, help="data registry path (default: $MAVIN_HOME/data-registry)")
     rel.add_argument("--remote", default=None, type=_url, help="DVC remote (default: $MAVIN_HOME/dvc-remote)")
@@ -666,6 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
         "with: the steps it finished are reused from the cache (not run again), the train step resumes from its "
         "working checkpoints, and its MLflow parent run is reopened and closed with the new final status",
     )
+    rel.add_argument("--config", default=None, metavar="FILE",
+                     help="a release file (YAML): every option above as a field (train_steps: 2, model: mavin-nightly, ...); "
+                     "checked before anything runs; flags given here win over it; relative paths are read next to the file")
     rel.add_argument("-v", "--verbose", action="store_true",
                      help="stream every step's log to the terminal (by default: one line per step; the full logs are always "
                      "written to $MAVIN_HOME/releases/<id>/logs/<step>.log)")
@@ -675,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
         "smoke",
         help="serve the champion's published version on a real tritonserver, ask it for a clip with the generate client, stop it",
     )
-    sm.add_argument("--name", default="mavin", type=_name("model name"), help="registered model / store name (default: mavin)")
+    sm.add_argument("--model", "--name", dest="name", default="mavin", type=_name("model name"), help="registered model / store name (default: mavin)")
     sm.add_argument("--version", type=_count(1), default=None, help="published version (default: the champion's)")
     sm.add_argument("--store", default=None, type=_url, help="model store (default: $MAVIN_HOME/model-store)")
     sm.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// store")
@@ -685,7 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train one stage (id | multishot | av | joint) with the DeepSpeed engine")
     tr.add_argument("--stage", required=True, choices=["id", "multishot", "av", "joint"], help="training stage")
-    tr.add_argument("--preset", default="tiny", help="model preset: debug | tiny (default: tiny)")
+    tr.add_argument("--preset", default="tiny", choices=MODEL_PRESETS, help="model preset (default: tiny)")
     tr.add_argument("--dataset", required=True, help="dataset directory (manifest.jsonl + media)")
     tr.add_argument("--init", default=None, help="checkpoint of the previous stage to start from")
     tr.add_argument("--out", default=None, help="checkpoint folder (default: $MAVIN_HOME/train/<preset>/<stage>); resumes when it holds one")
@@ -702,14 +790,14 @@ def build_parser() -> argparse.ArgumentParser:
     pub = sub.add_parser("publish", help="publish a built repository to the model store, atomically")
     pub.add_argument("repository", help="repository folder built by `mavin-ops export`")
     pub.add_argument("--store", default=None, type=_url, help="a folder or s3://bucket/prefix (default: $MAVIN_HOME/model-store)")
-    pub.add_argument("--name", default="mavin", type=_name("model name"), help="model name in the store (default: mavin)")
+    pub.add_argument("--model", "--name", dest="name", default="mavin", type=_name("model name"), help="model name in the store (default: mavin)")
     pub.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// store")
     pub.set_defaults(func=_publish)
 
     srv = sub.add_parser("serve", help="serve a repository or a published version with the local tritonserver")
     srv.add_argument("--repository", default=None, help="a repository folder (default: fetch from --store)")
     srv.add_argument("--store", default=None, type=_url, help="model store (default: $MAVIN_HOME/model-store)")
-    srv.add_argument("--name", default="mavin", type=_name("model name"), help="model name in the store (default: mavin)")
+    srv.add_argument("--model", "--name", dest="name", default="mavin", type=_name("model name"), help="model name in the store (default: mavin)")
     srv.add_argument("--version", type=_count(1), default=None, help="published version (default: the champion's, else the newest complete one)")
     srv.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// store")
     srv.add_argument("--http-port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default: 8000)")
@@ -802,6 +890,7 @@ def build_parser() -> argparse.ArgumentParser:
     subm = sub.add_parser("submit", help="start a release run on a Kubeflow Pipelines endpoint")
     subm.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.internal")
     subm.add_argument("--profile", default=None, help=profile_help)
+    subm.add_argument("--config", default=None, metavar="FILE", help="a release file (see mavin-ops release --config); --param wins over it")
     subm.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
     subm.add_argument("--run-name", default=None, help="run display name (default: mavin-release-<UTC time>)")
     subm.add_argument("--dry-run", action="store_true", help="print the exact request instead of sending it")
@@ -813,9 +902,16 @@ def build_parser() -> argparse.ArgumentParser:
     sch.add_argument("--max-concurrency", type=int, default=1, help="runs allowed at once (default: 1, no overlap)")
     sch.add_argument("--name", default="mavin-release-nightly", help="recurring run name (default: mavin-release-nightly)")
     sch.add_argument("--profile", default=None, help=profile_help)
+    sch.add_argument("--config", default=None, metavar="FILE", help="a release file (see mavin-ops release --config); --param wins over it")
     sch.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter (repeatable)")
     sch.add_argument("--dry-run", action="store_true", help="print the exact request instead of sending it")
     sch.set_defaults(func=_schedule)
+
+    comp_sh = sub.add_parser("completion", help="print a shell completion script (bash, zsh or tcsh)",
+                             description="Print a completion script for mavin-ops (generated from this parser by shtab).")
+    comp_sh.add_argument("shell", choices=["bash", "zsh", "tcsh"], help="the shell")
+    comp_sh.set_defaults(func=_completion)
+    _add_examples(sub)
     return parser
 
 
@@ -836,6 +932,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.data.validate import DatasetError
     from mavin_ops.registry import PromotionError
     from mavin_ops.release import PreflightError, ResumeError
+    from mavin_ops.release_config import ConfigError
     from mavin_ops.serving.repository import RepositoryError
     from mavin_ops.training.recipes import RecipeError
     from mavin_ops.safety import UnsafeName, UnsafePath, UnsafeURL
@@ -850,12 +947,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, IngestError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
             EvaluationError, EncoderError, DetectorConfigError, PolicyError, MetricsFileError,
             GenerateError, ExportError, ServerError, StoreError, CheckpointError, DataError, TrainError,
-            PreflightError, ResumeError, DataPresetError, PresetError, DatasetError, MediaError, RecipeError, RepositoryError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)
+            PreflightError, ResumeError, ConfigError, DataPresetError, PresetError, DatasetError, MediaError, RecipeError, RepositoryError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "global_quiet", False) and hasattr(args, "quiet"):
+        args.quiet = True
+    if getattr(args, "global_verbose", False) and hasattr(args, "verbose"):
+        args.verbose = True
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -57,9 +57,10 @@ def test_version_without_manifest_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_unknown_preset_is_a_one_line_error(tmp_path, capsys):
-    assert main(["data", "generate", "--preset", "huge", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    with pytest.raises(SystemExit) as exited:  # a choice: argparse says it, in one line, exit 2
+        main(["data", "generate", "--preset", "huge", "--out", str(tmp_path / "x"), "--quiet"])
     err = capsys.readouterr().err
-    assert "huge" in err and "debug" in err
+    assert exited.value.code == 2 and "huge" in err and "debug" in err and len(err.strip().splitlines()) == 1
 
 
 def test_smoke_without_a_champion_is_a_one_line_error(tmp_path, capsys):
@@ -99,3 +100,39 @@ def test_evaluate_then_gate_on_ground_truth(tmp_path, capsys):
     code = main(["gate", str(tmp_path / "worse.json"), "--out", str(tmp_path / "g2"), "--champion-metrics", str(metrics)])
     assert code == 1 and (tmp_path / "g2" / "gate.html").exists()
     assert main(["gate", str(tmp_path / "missing.json"), "--out", str(tmp_path / "g3")]) == 2
+
+
+def test_cli_conventions_version_examples_choices_and_completion(capsys):
+    """--version; every command's help ends with an example that this parser accepts;
+    presets are choices; one spelling (--model) for the model everywhere; shell completion."""
+    import argparse
+    import shlex
+
+    from mavin_ops import __version__
+    from mavin_ops.cli import EXAMPLES, build_parser, main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"mavin-ops {__version__}"
+
+    def commands(sub, prefix=""):
+        for name, p in sub.choices.items():
+            yield prefix + name, p
+            for a in p._actions:
+                if isinstance(a, argparse._SubParsersAction):
+                    yield from commands(a, prefix + name + " ")
+
+    top = build_parser()
+    (sub,) = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]
+    seen = dict(commands(sub))
+    for name, p in seen.items():
+        assert f"example: {EXAMPLES[name]}" in (p.epilog or ""), name
+        build_parser().parse_args(shlex.split(EXAMPLES[name].split("#")[0])[1:])  # the example parses
+    for name in ("release", "data generate", "data ingest", "train"):
+        preset = next(a for a in seen[name]._actions if "--preset" in a.option_strings)
+        assert preset.choices and "tiny" in preset.choices, name
+    for name in ("smoke", "publish", "serve", "release", "gate"):
+        assert any("--model" in a.option_strings for a in seen[name]._actions), name
+    assert main(["-q", "completion", "bash"]) == 0
+    script = capsys.readouterr().out
+    assert "mavin-ops" in script and "releases" in script and "--train-steps" in script

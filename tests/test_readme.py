@@ -15,7 +15,8 @@ from mavin_ops.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
-BLOCKS = re.findall(r"```(?:sh|bash)?\n(.*?)```", README, flags=re.S)
+# Shell blocks only (a ```yaml block is a file's content, not commands).
+BLOCKS = [body for lang, body in re.findall(r"```([a-z]*)\n(.*?)```", README, flags=re.S) if lang in ("", "sh", "bash")]
 LINES = [line.split("  #")[0].strip() for block in BLOCKS for line in block.splitlines() if line.strip()]
 
 
@@ -73,3 +74,19 @@ def test_named_presets_exist():
 
     for preset in re.findall(r"--preset ([a-z]+)", README):
         assert preset in synth.PRESETS, preset
+
+
+def test_every_environment_variable_the_platform_reads_is_listed():
+    """The README's Environment table names every variable the code reads (os.environ /
+    getenv with a literal name, or a ``*_ENV = "NAME"`` constant)."""
+    root = Path(__file__).resolve().parents[1]
+    read: set[str] = set()
+    for folder in ("mavin_ops", "data", "evaluation", "training", "model", "serving", "components", "pipelines"):
+        for path in (root / folder).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            read |= set(re.findall(r"""(?:environ(?:\.get)?\(|environ\[|getenv\()\s*["']([A-Z][A-Z0-9_]+)["']""", text))
+            read |= set(re.findall(r"""^\s*[A-Z_]*ENV\s*=\s*["']([A-Z][A-Z0-9_]+)["']""", text, re.M))
+    read -= {"LOCAL_RANK", "RANK", "WORLD_SIZE"}  # set by torch's launchers for the trainer, not by people
+    table = README.split("## Environment", 1)[1]
+    missing = sorted(v for v in read if f"`{v}`" not in table)
+    assert read and not missing, missing

@@ -47,7 +47,7 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     assert (logs / "train_multishot.log").is_file() and "final_loss" in (logs / "train_multishot.log").read_text()
     # The report page: every link resolves offline, every run it names exists, the picture is there.
     page = Path(first.page)
-    assert page == Path(first.folder) / "release.html" and f"report page      : {page}" in said
+    assert page == Path(first.folder) / "release.html" and f"  report page      : {page}" in said
     found = check_release_page(page)
     assert first.parent_run_id in found["runs"] and len(set(found["runs"])) >= 10
     assert any(x.endswith("loss.png") for x in found["srcs"]) and any(x.endswith("summary.png") for x in found["srcs"])

@@ -235,13 +235,17 @@ def test_bad_inputs_deep_in_library_code_are_one_line_errors(tmp_path, capsys):
         (["publish", str(tmp_path), "--store", "gs://bucket/x"], "neither a local directory nor s3://bucket/prefix"),
         (["publish", str(tmp_path), "--store", "s3://"], "has no bucket"),
         (["export", str(tmp_path / "junk.safetensors"), "--out", str(tmp_path / "r")], "is not a usable mavin-ops checkpoint"),
-        (["train", "--stage", "id", "--preset", "nosuch", "--dataset", str(tmp_path / "ds"), "--no-track"], "nosuch"),
     ]
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     for argv, expect in cases:
         assert main(argv) == 2, argv
         line = _one_line_error(capsys)
         assert line.startswith("mavin-ops: error: ") and expect in line, (argv, line)
+    # A preset is a choice now: argparse refuses it before any library code runs, in one line.
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--stage", "id", "--preset", "nosuch", "--dataset", str(tmp_path / "ds"), "--no-track"])
+    line = _one_line_error(capsys)
+    assert exited.value.code == 2 and "nosuch" in line and "paper" in line
 
 
 def test_a_registry_remote_with_credentials_is_refused_and_an_existing_remote_is_kept(tmp_path):
