@@ -18,6 +18,9 @@
     mavin-ops rollback MODEL --reason ...                back to the previous champion
     mavin-ops history MODEL                              the promotion audit trail
     mavin-ops lineage MODEL@ALIAS [--html PAGE]          served version -> runs -> data -> commit
+    mavin-ops verify MODEL                               was the champion put there by the platform?
+    mavin-ops releases                                   recent releases, verdicts, report pages
+    mavin-ops completion bash|zsh|tcsh                   shell completion script
     mavin-ops compile | submit | schedule                the cluster path (KFP IR YAML, runs, cron)
 
 Errors a user can cause print one line (``mavin-ops: error: ...``) and exit 2; a failed
@@ -266,7 +269,7 @@ def _serve(args: argparse.Namespace) -> int:
     store = None if args.repository else (args.store or str(settings.home() / "model-store"))
     version = args.version
     if store is not None and version is None:
-        version = _champion_triton_version(args.name)
+        version = _champion_triton_version(args.name, args.trust_alias)
     return run_server(
         args.repository,
         store=store,
@@ -284,7 +287,7 @@ def _smoke(args: argparse.Namespace) -> int:
     from mavin_ops.serving.smoke import smoke_test
 
     store = args.store or str(settings.home() / "model-store")
-    version = args.version if args.version is not None else _champion_triton_version(args.name)
+    version = args.version if args.version is not None else _champion_triton_version(args.name, args.trust_alias)
     if version is None:
         raise UserError(
             f"model '{args.name}' has no champion with a published Triton version; run a release that passes the gate "
@@ -301,14 +304,36 @@ def _smoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _champion_triton_version(model: str) -> int | None:
+def _verify(args: argparse.Namespace) -> int:
+    from mavin_ops import registry
+
+    problems = registry.verify(args.model)
+    if args.json:
+        print(json.dumps({"model": args.model, "champion": registry.champion_version(args.model), "ok": not problems,
+                          "problems": problems}, indent=1))
+    elif problems:
+        for line in problems:
+            print(f"{args.model}: {line}")
+    else:
+        print(f"{args.model}: champion v{registry.champion_version(args.model) or '-'} is where the audit trail put it, "
+              "its gate passed, and the trail is unbroken")
+    return 1 if problems else 0
+
+
+def _champion_triton_version(model: str, trust_alias: bool = False) -> int | None:
     """The Triton version published for the registry's champion, so that a rollback also
-    rolls back what `serve` serves; None when there is no champion (serve the newest)."""
+    rolls back what `serve` serves; None when there is no champion (serve the newest). A
+    champion the platform did not put there (:func:`registry.verify`) is refused unless
+    ``trust_alias``."""
     from mavin_ops import registry, tracking
 
     champion = registry.champion_version(model)
     if champion is None:
         return None
+    if not trust_alias:
+        problems = registry.verify(model)
+        if problems:
+            raise UserError(f"{model}: {problems[0]} (or pass --trust-alias to serve it anyway)")
     tag = tracking.client().get_model_version(model, champion).tags.get("mavin.triton_version")
     if not tag:
         return None
@@ -608,6 +633,7 @@ EXAMPLES = {
     "compile": "mavin-ops compile --profile pipelines/profiles/cluster.example.yaml",
     "submit": "mavin-ops submit --host https://kfp.example.internal --param preset=tiny",
     "schedule": "mavin-ops schedule --host https://kfp.example.internal --cron '0 0 2 * * *'",
+    "verify": "mavin-ops verify mavin",
     "completion": "mavin-ops completion bash   # e.g. into ~/.local/share/bash-completion/completions/mavin-ops",
 }
 
@@ -764,6 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the champion's published version on a real tritonserver, ask it for a clip with the generate client, stop it",
     )
     sm.add_argument("--model", "--name", dest="name", default="mavin", type=_name("model name"), help="registered model / store name (default: mavin)")
+    sm.add_argument("--trust-alias", action="store_true", help="serve the champion even when `mavin-ops verify` finds it was not put there by the platform")
     sm.add_argument("--version", type=_count(1), default=None, help="published version (default: the champion's)")
     sm.add_argument("--store", default=None, type=_url, help="model store (default: $MAVIN_HOME/model-store)")
     sm.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// store")
@@ -798,6 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--repository", default=None, help="a repository folder (default: fetch from --store)")
     srv.add_argument("--store", default=None, type=_url, help="model store (default: $MAVIN_HOME/model-store)")
     srv.add_argument("--model", "--name", dest="name", default="mavin", type=_name("model name"), help="model name in the store (default: mavin)")
+    srv.add_argument("--trust-alias", action="store_true", help="serve the champion even when `mavin-ops verify` finds it was not put there by the platform")
     srv.add_argument("--version", type=_count(1), default=None, help="published version (default: the champion's, else the newest complete one)")
     srv.add_argument("--endpoint-url", default=None, type=_url, help="S3 endpoint URL for an s3:// store")
     srv.add_argument("--http-port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default: 8000)")
@@ -868,6 +896,14 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("model", type=_name("model name"), help="registered model name")
     hist.add_argument("--json", action="store_true", help="print JSON records")
     hist.set_defaults(func=_history)
+
+    ver_m = sub.add_parser("verify", help="check that a model's champion got there through the platform (gate, audit trail)",
+                           description="Exit 1 and say what to do when the champion alias was moved outside mavin-ops "
+                           "(no audit record, e.g. the MLflow UI's Promote button), its gate did not pass, or the audit "
+                           "trail was edited.")
+    ver_m.add_argument("model", type=_name("model name"), help="registered model name")
+    ver_m.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    ver_m.set_defaults(func=_verify)
 
     rels = sub.add_parser("releases", help="the recent releases: when, how long, verdict, champion before and after, report page",
                           description="List the releases run on this machine (newest first) from $MAVIN_HOME/releases.",

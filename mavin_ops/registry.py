@@ -45,6 +45,7 @@ __all__ = [
     "promote",
     "register_version",
     "rollback",
+    "verify",
 ]
 
 CHAMPION = "champion"
@@ -73,6 +74,9 @@ class AuditRecord:
     gate_report: str
     key: str = ""  # the tag suffix it is stored under
     state: str = "done"  # pending (written, alias not yet confirmed) | done | aborted (alias never moved)
+    #: sha256 of the previous record's content (:func:`record_digest`): the trail is a chain, so a
+    #: record edited or removed in the MLflow UI no longer matches the one after it.
+    prev: str = ""
 
     def line(self) -> str:
         note = "" if self.state == "done" else f" [{self.state}: the process stopped before the alias moved]"
@@ -204,8 +208,18 @@ def _move_alias(model: str, record: AuditRecord) -> AuditRecord:
     return done
 
 
+def record_digest(record: AuditRecord) -> str:
+    """sha256 of what a record says (everything but its position, key and state)."""
+    import hashlib
+
+    body = {k: v for k, v in asdict(record).items() if k not in ("seq", "key", "state")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def _record(model: str, action: str, frm: str | None, to: str, who: str | None, why: str, gate_report: str) -> AuditRecord:
+    trail = history(model)
     return AuditRecord(
+        prev=record_digest(trail[-1]) if trail else "",
         seq=0,
         action=action,
         model=model,
@@ -290,3 +304,36 @@ def rollback(model: str, *, reason: str, who: str | None = None) -> AuditRecord:
         mv = _client().get_model_version(model, previous)
         record = _move_alias(model, _record(model, "rollback", current, previous, who, reason, mv.tags.get("mavin.gate_report", "")))
     return _numbered(model, record)
+
+
+def verify(model: str) -> list[str]:
+    """What is wrong with ``model``'s champion, as one line each (empty: all is in order).
+
+    The champion alias must sit where the audit trail's last move put it (an alias moved by
+    hand, e.g. with the MLflow UI's "Promote" button, has no record), the champion's gate must
+    have passed, and the audit trail must be an unbroken chain (a record edited or removed
+    outside mavin-ops breaks it)."""
+    from mlflow.exceptions import MlflowException
+
+    problems: list[str] = []
+    trail = history(model)
+    current = champion_version(model)
+    for before, record in zip(trail, trail[1:]):
+        if record.prev and record.prev != record_digest(before):
+            problems.append(f"audit record #{record.seq} does not follow #{before.seq}: the trail was edited outside mavin-ops")
+    moves = [r for r in trail if r.state == "done"]
+    expected = moves[-1].to_version if moves else None
+    if current != expected:
+        problems.append(
+            f"the champion alias points at v{current or '-'} but the audit trail's last move is to v{expected or '-'}: "
+            f"it was moved outside mavin-ops (e.g. the MLflow UI); move it with `mavin-ops promote {model} VERSION --reason ...` "
+            f"or `mavin-ops rollback {model} --reason ...`, which check the gate and record the move"
+        )
+    if current is not None:
+        try:
+            verdict = _client().get_model_version(model, current).tags.get(GATE_TAG)
+        except MlflowException:
+            verdict = None
+        if verdict != "pass":
+            problems.append(f"the champion v{current} has no passed gate (gate: {verdict or 'missing'}); run a release that passes the gate")
+    return problems

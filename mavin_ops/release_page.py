@@ -129,23 +129,26 @@ def _loss_plot(c: Any, runs: dict[str, Any], out: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 3.6), dpi=100)
-    offset, drawn = 0, False
+    end, drawn = 0, False
     for stage in STAGES:
         run = runs.get(stage)
         if run is None:
             continue
-        last = 0
-        for key, colour in (("loss_video", "#2f6fdf"), ("loss_audio", "#d9822b")):
-            hist = sorted(c.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+        hists = {key: sorted(c.get_metric_history(run.info.run_id, key), key=lambda m: m.step) for key in ("loss_video", "loss_audio")}
+        steps = [m.step for h in hists.values() for m in h]
+        if not steps:
+            continue
+        # Stages log a global step; a run from before that counted from 1 is moved after the last.
+        shift = end if min(steps) <= end else 0
+        for (key, hist), colour in zip(hists.items(), ("#2f6fdf", "#d9822b")):
             if hist:
-                ax.plot([offset + m.step for m in hist], [m.value for m in hist], color=colour, lw=1.2,
+                ax.plot([shift + m.step for m in hist], [m.value for m in hist], color=colour, lw=1.2,
                         label=key.replace("loss_", "") + " tower" if not drawn else None)
-                last = max(last, hist[-1].step)
-        if last:
-            drawn = True
-            ax.axvline(offset, color="#c9ced8", lw=0.8)
-            ax.text(offset, 1.0, " " + stage, transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="#5b6475")
-            offset += last
+        start = shift + min(steps) - 1
+        ax.axvline(start, color="#c9ced8", lw=0.8)
+        ax.text(start, 1.0, " " + stage, transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="#5b6475")
+        drawn = True
+        end = shift + max(steps)
     if not drawn:
         plt.close(fig)
         return False

@@ -187,3 +187,39 @@ def test_two_writers_reading_the_same_trail_both_keep_their_record(monkeypatch):
     trail = registry.history("m")
     assert len(trail) == 3 and {r.why for r in trail[1:]} == {"writer a", "writer b"}
     assert [r.seq for r in trail] == [1, 2, 3]
+
+
+def test_verify_catches_an_alias_moved_by_hand_and_an_edited_trail_and_serving_refuses(capsys):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from mavin_ops import settings
+    from mavin_ops.cli import UserError, _champion_triton_version, main
+
+    v = [registry.register_version("m", f"/c{i}", tags={"mavin.gate": g, "mavin.triton_version": str(10 + i)})
+         for i, g in enumerate(["pass", "pass", "fail"])]
+    registry.promote("m", v[0], reason="a")
+    registry.promote("m", v[1], reason="b")
+    assert registry.verify("m") == [] and main(["verify", "m"]) == 0
+    trail = registry.history("m")
+    assert trail[1].prev == registry.record_digest(trail[0])  # a chain
+    c = MlflowClient(settings.tracking_uri())
+    # The MLflow UI's "Promote": the alias moves to a version whose gate failed, with no record.
+    c.set_registered_model_alias("m", "champion", v[2])
+    problems = registry.verify("m")
+    assert any("moved outside mavin-ops" in p for p in problems) and any("no passed gate" in p for p in problems)
+    capsys.readouterr()
+    assert main(["verify", "m", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["ok"] is False
+    with pytest.raises(UserError, match="moved outside mavin-ops.*--trust-alias"):
+        _champion_triton_version("m")
+    assert _champion_triton_version("m", trust_alias=True) == 12
+    # Put back through the platform: in order again.
+    c.set_registered_model_alias("m", "champion", v[1])
+    assert registry.verify("m") == []
+    # An audit record edited in the UI (who moved it, and why) breaks the chain.
+    key = f"{registry.AUDIT_PREFIX}{trail[0].key}"
+    body = json.loads(c.get_registered_model("m").tags[key])
+    c.set_registered_model_tag("m", key, json.dumps({**body, "who": "someone-else"}))
+    assert registry.verify("m") == ["audit record #2 does not follow #1: the trail was edited outside mavin-ops"]

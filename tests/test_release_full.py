@@ -93,6 +93,8 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     assert secret not in text and secret not in terminal.getvalue()
     champion = registry.champion_version("mavin-debug")
     assert champion == "1"
+    mv = c.get_model_version("mavin-debug", "1")  # linked to the run it came from, with the gate's numbers
+    assert mv.run_id == runs["train_joint"].info.run_id and "sta " in mv.tags["mavin.gate_summary"]
     chain = lineage.lineage("mavin-debug@champion")
     assert [link.kind for link in chain][:3] == ["served", "model", "release"]
     assert chain[0].title.endswith("version 1") and not chain[0].missing

@@ -319,7 +319,8 @@ def train_stage(
                     raise TrainError(f"checkpoint {resume.path} was written for another model config; use a new --out folder for this preset")
                 init_path, init_sha = meta.get("init_checkpoint"), meta.get("init_checkpoint_sha256")
             else:
-                meta = {}
+                # MLflow's step axis runs on across stages: this stage starts where the last ended.
+                meta = {"step_offset": _global_step(init) if init else 0}
                 init_path, init_sha = (str(init.path), init.manifest_sha256) if init else (None, None)
 
             if tracker.enabled:
@@ -470,6 +471,7 @@ def _run_loop(
     init_path, init_sha = parent
     refused = list(resume.refused) if resume else []
     start = resume.step if resume else 0
+    offset = int(meta.get("step_offset") or 0)  # global steps of the stages before this one
     losses: list[dict[str, float]] = list(meta.get("losses", [])) if resume else []
 
     # model: seeded init, then the weights it starts from
@@ -531,6 +533,8 @@ def _run_loop(
                         "stage": stage,
                         "preset": recipe.preset,
                         "step": completed,
+                        "step_offset": offset,
+                        "global_step": offset + completed,
                         "complete": completed >= recipe.steps,
                         "recipe": recipe.to_dict(),
                         "model": adapter.config(),
@@ -610,7 +614,7 @@ def _run_loop(
                 timed_seconds += dt
             sps = n / dt if dt > 0 else float("nan")
             losses.append({"step": step, "loss": total, "video": video, "audio": audio})
-            tracker.metrics(step, {"loss": total, "loss_video": video, "loss_audio": audio, "samples_per_s": sps, "grad_norm": gnorm, "lr": lr})
+            tracker.metrics(offset + step, {"loss": total, "loss_video": video, "loss_audio": audio, "samples_per_s": sps, "grad_norm": gnorm, "lr": lr})
             bar.update(step, total, video, audio, sps)
             if step < recipe.steps and recipe.checkpoint_every and step % recipe.checkpoint_every == 0:
                 save(step)
@@ -673,6 +677,16 @@ def _check_weighting(loss: Any, parts: dict[str, Any], wv: float, wa: float, sta
             f"stage {stage}: the model's loss {got:.6g} is not {wv:g} * video + {wa:g} * audio = {want:.6g} (the recipe's "
             "loss_weights); make the model's flow weights match the recipe"
         )
+
+
+def _global_step(init: ckpt.CheckpointInfo) -> int:
+    """The global step a checkpoint ended at (older checkpoints: their own step)."""
+    try:
+        meta = ckpt.load_json(init, "meta.json")
+    except Exception:  # noqa: BLE001 - a checkpoint without readable meta starts the axis again
+        return 0
+    value = meta.get("global_step", meta.get("step", 0))
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _git_commit() -> str:

@@ -84,7 +84,13 @@ def register_model(
             "mavin.triton_store": store or str(settings.home() / "model-store"),
             "mavin.triton_uri": triton_uri,
         }
-        version = registry.register_version(model_name, str(Path(checkpoint.path).resolve()), tags=tags)
+        # The version's source run is the final training stage's run (MLflow links it in its UI).
+        joint = next((r.info.run_id for r in trains if r.data.tags.get("mavin.step") == "train_joint"), None)
+        gate_doc = json.loads(gate_path.read_text(encoding="utf-8"))
+        tags["mavin.gate_summary"] = "; ".join(
+            f"{chk['name']} {chk['challenger']:.4g}" for chk in gate_doc.get("checks", [])
+            if isinstance(chk.get("challenger"), (int, float)))[:4000]
+        version = registry.register_version(model_name, str(Path(checkpoint.path).resolve()), run_id=joint, tags=tags)
         try:
             record = registry.promote(
                 model_name, version, reason=f"release {tags['mavin.release_id']} passed the gate", expected_champion=gated_against

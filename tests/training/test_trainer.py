@@ -114,9 +114,12 @@ def test_stage_run_in_mlflow_with_params_losses_dataset_and_parent_checkpoint(de
     assert p["parent_checkpoint"] == first.checkpoint and '"stage": "multishot"' in p["recipe"]
     assert p["parent_checkpoint_sha256"] == first.checkpoint_sha256 and p["dataset_digest"] == second.dataset_digest
     assert run.data.tags["mavin.checkpoint"] == second.checkpoint
+    # One step axis across stages: multishot goes on where id ended (its checkpoint says where).
     for key in ("loss", "loss_video", "loss_audio", "samples_per_s"):
+        assert [m.step for m in c.get_metric_history(first.run_id, key)] == [1, 2, 3, 4], key
         hist = c.get_metric_history(second.run_id, key)
-        assert [m.step for m in hist] == [1, 2, 3, 4], key
+        assert [m.step for m in hist] == [5, 6, 7, 8], key
+    assert ckpt.load_json(second.checkpoint, "meta.json")["global_step"] == 8
     assert [m.value for m in c.get_metric_history(second.run_id, "loss_video")] == pytest.approx([l["video"] for l in second.losses])
     inputs = run.inputs.dataset_inputs
     assert len(inputs) == 1 and inputs[0].dataset.digest == second.dataset_digest[:36]
