@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -199,6 +200,8 @@ def _release(args: argparse.Namespace) -> int:
         resume=args.resume,
         echo=print,
         verbose=args.verbose,
+        # -q: no step lines or bars, only the summary at the end (the logs are in files as always)
+        terminal=open(os.devnull, "w") if args.global_quiet else None,
     )
     if result.interrupted:
         return 128 + result.interrupted  # 130 for Ctrl-C, 143 for SIGTERM, as the shell reports it

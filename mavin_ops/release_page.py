@@ -65,6 +65,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 
 <h2>Data</h2>
 <table>{% for k, v in r.data %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
+{% for label, href in r.validation_files %}<a href="{{ href }}">{{ label }}</a> {% endfor %}
 {% if r.quarantine %}<p>Quarantined by rule:</p><ul>{% for rule, n in r.quarantine %}<li><code>{{ rule }}</code>: {{ n }}</li>{% endfor %}</ul>{% endif %}
 
 <h2>Training</h2>
@@ -205,6 +206,9 @@ def build_release_page(release_id: str, folder: str | os.PathLike, step_lines: l
             doc = json.loads(vj.read_text(encoding="utf-8"))
             quarantine = sorted((doc.get("rule_counts") or {}).items(), key=lambda kv: -kv[1])
             files["validate_data"] = [("validation.json", rel(vj))]
+        summary = _artifact(c, v.info.run_id, "validation/data_docs/summary.html", assets / "validation")
+        if summary is not None:  # our own page of the validation (offline; the quarantine examples)
+            files["validate_data"].insert(0, ("validation summary", rel(summary)))
 
     loss_png = assets / "loss.png"
     has_loss = _loss_plot(c, runs, loss_png)
@@ -266,7 +270,7 @@ def build_release_page(release_id: str, folder: str | os.PathLike, step_lines: l
         "parent_run_id": parent_run_id, "steps": steps, "data": data, "quarantine": quarantine,
         "loss_png": rel(loss_png) if has_loss else "", "gate_passed": bool((gate_doc or {}).get("passed")),
         "gate_html": gate_html, "metrics_json": metrics_json, "reasons": (gate_doc or {}).get("reasons", [])[:12],
-        "metrics": metrics, "sheets": sheets, "serving": serving, "flow": flow,
+        "metrics": metrics, "sheets": sheets, "serving": serving, "flow": flow, "validation_files": files.get("validate_data", []),
         "experiment": c.get_experiment(parent.info.experiment_id).name, "tracking_uri": _redacted_uri(),
     })
     out = folder / PAGE
