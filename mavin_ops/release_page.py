@@ -76,8 +76,8 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
  {% if r.gate_html %}<a href="{{ r.gate_html }}">the gate's page</a> (intervals, floors){% endif %}
  {% if r.metrics_json %}&middot; <a href="{{ r.metrics_json }}">metrics.json</a>{% endif %}</p>
 {% if r.reasons %}<ul class="reasons">{% for x in r.reasons %}<li>{{ x }}</li>{% endfor %}</ul>{% endif %}
-<table><tr><th>metric</th><th class="num">this model</th><th class="num">champion</th><th class="num">ground truth</th><th>floor</th><th>check</th></tr>
-{% for m in r.metrics %}<tr><td>{{ m.name }}</td><td class="num">{{ m.value }}</td><td class="num">{{ m.champion }}</td>
+<table><tr><th>metric</th><th class="num">this model</th><th class="num">champion</th><th>95% interval of the difference</th><th class="num">ground truth</th><th>floor</th><th>check</th></tr>
+{% for m in r.metrics %}<tr><td>{{ m.name }}</td><td class="num">{{ m.value }}</td><td class="num">{{ m.champion }}</td><td>{{ m.ci }}</td>
 <td class="num">{{ m.truth }}</td><td>{{ m.floor }}</td><td><span class="badge {{ m.cls }}">{{ m.check }}</span></td></tr>{% endfor %}
 </table>
 {% if r.sheets %}<h2>What the model made</h2>
@@ -241,7 +241,10 @@ def build_release_page(release_id: str, folder: str | os.PathLike, step_lines: l
         check, cls = ("pass", "ok") if chk.get("passed") else ("fail", "bad")
         if chk.get("not_measured"):
             check, cls = "not measured", "na"
-        metrics.append({"name": chk["name"], "value": _fmt(chk.get("challenger")), "champion": _fmt(chk.get("champion")),
+        ci = "–"
+        if chk.get("ci_low") is not None and chk.get("ci_high") is not None:
+            ci = f"[{chk['ci_low']:+.4g}, {chk['ci_high']:+.4g}] (better is +; tolerance {_fmt(chk.get('tolerance'))})"
+        metrics.append({"name": chk["name"], "value": _fmt(chk.get("challenger")), "champion": _fmt(chk.get("champion")), "ci": ci,
                         "truth": _fmt(truth.get(chk["name"])), "floor": floor or "–", "check": check, "cls": cls})
     # The worst first: what failed, then what was not measured, then what passed.
     metrics.sort(key=lambda m: {"bad": 0, "na": 1, "ok": 2}[m["cls"]])

@@ -82,10 +82,19 @@ class MavinModel(nn.Module):
         p = next(self.video_codec.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
 
+    @property
+    def trainable_prefixes(self) -> tuple[str, ...]:
+        """The parts training may change: the denoiser, and the text encoder when it is not a
+        frozen pretrained one. The codecs (VAEs) and a pretrained text encoder stay frozen,
+        whatever a stage's parameter groups match."""
+        return ("denoiser.",) + (("text_encoder.",) if self.config.text.trainable else ())
+
+    def may_train(self, name: str) -> bool:
+        return name.startswith(self.trainable_prefixes)
+
     def trainable_state_dict(self) -> dict[str, Tensor]:
-        """What a checkpoint stores: the denoiser, and the text encoder when it is trained."""
-        keep = ("denoiser.",) + (("text_encoder.",) if self.config.text.trainable else ())
-        return {k: v for k, v in self.state_dict().items() if k.startswith(keep)}
+        """What a checkpoint stores: every part training may change (:attr:`trainable_prefixes`)."""
+        return {k: v for k, v in self.state_dict().items() if self.may_train(k)}
 
     def parameter_counts(self) -> dict[str, int]:
         def count(m: nn.Module) -> int:

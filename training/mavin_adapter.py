@@ -81,6 +81,10 @@ class MavinAdapter:
 
         return json.loads(ModelConfig.from_dict(saved).to_json())
 
+    def may_train(self, model: nn.Module, name: str) -> bool:
+        """Whether training may change parameter ``name`` (frozen pretrained parts: never)."""
+        return _unwrap(model).may_train(name)
+
     def checkpoint_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """What a checkpoint stores: the trained parts (frozen pretrained files are not copied)."""
         return _unwrap(model).trainable_state_dict()

@@ -480,8 +480,7 @@ def _run_loop(
     source = resume or init
     if source is not None:
         _load_weights(model, adapter, source)
-    names = [n for n, _ in model.named_parameters()]
-    chosen = set(match_groups(names, recipe.patterns))
+    chosen = trainable_names(model, adapter, recipe)
     if not chosen:
         raise RecipeError(
             f"recipe {stage}/{recipe.preset}: trainable groups {', '.join(recipe.trainable)} match no parameter of the model; "
@@ -677,6 +676,17 @@ def _check_weighting(loss: Any, parts: dict[str, Any], wv: float, wa: float, sta
             f"stage {stage}: the model's loss {got:.6g} is not {wv:g} * video + {wa:g} * audio = {want:.6g} (the recipe's "
             "loss_weights); make the model's flow weights match the recipe"
         )
+
+
+def trainable_names(model: Any, adapter: Any, recipe: Any) -> set[str]:
+    """The parameters a stage trains: those its groups match, less the ones the model keeps
+    frozen (``adapter.may_train``: a pretrained text encoder, the VAEs). Everything returned
+    is in what a checkpoint saves, so nothing trained is thrown away."""
+    names = [n for n, _ in model.named_parameters()]
+    chosen = set(match_groups(names, recipe.patterns))
+    if hasattr(adapter, "may_train"):
+        chosen = {n for n in chosen if adapter.may_train(model, n)}
+    return chosen
 
 
 def _global_step(init: ckpt.CheckpointInfo) -> int:
