@@ -486,6 +486,30 @@ def _profile(args: argparse.Namespace):
     return ClusterProfile.load(args.profile or DEFAULT_PROFILE)
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from mavin_ops.training.cluster import ClusterSpec, to_yaml
+    from mavin_ops.training.plan import check_fits, gpu_memory_gb, plan
+
+    memory = args.gpu_memory_gb
+    if memory is None:
+        memory = gpu_memory_gb(_profile(args).gpu) if args.profile else 80.0
+    spec = ClusterSpec(nodes=args.nodes, gpus_per_node=args.gpus_per_node)
+    stages = plan(args.preset, args.nodes, args.gpus_per_node, memory, spec=spec)
+    if args.json:
+        print(json.dumps([s.to_dict() for s in stages], indent=1))
+    else:
+        print(f"{args.preset} preset on {args.nodes} x {args.gpus_per_node} GPUs of {memory:g} GB "
+              "(model states per GPU by DeepSpeed's estimator, frozen weights in bf16; activations not included)")
+        print(f"{'stage':<10} {'trained':>9} {'frozen':>9} {'ZeRO':>4} {'states/GPU':>11} {'frozen/GPU':>11} {'total/GPU':>10}  fits")
+        for s in stages:
+            print(f"{s.stage:<10} {s.trainable / 1e9:8.2f}B {s.frozen / 1e9:8.2f}B {s.zero_stage:>4} {s.model_states_gb:9.1f} GB "
+                  f"{s.frozen_gb:9.1f} GB {s.per_gpu_gb:8.1f} GB  {'yes' if s.fits else 'NO'}")
+        if args.trainjob:
+            print(to_yaml([s.trainjob for s in stages]))
+    check_fits(stages)
+    return 0
+
+
 def _file_params(args: argparse.Namespace) -> dict[str, str]:
     """``--config FILE`` as pipeline parameters (``--param`` given too wins)."""
     if not args.config:
@@ -637,6 +661,7 @@ EXAMPLES = {
     "submit": "mavin-ops submit --host https://kfp.example.internal --param preset=tiny",
     "schedule": "mavin-ops schedule --host https://kfp.example.internal --cron '0 0 2 * * *'",
     "verify": "mavin-ops verify mavin",
+    "plan": "mavin-ops plan --preset paper --nodes 4 --gpus-per-node 8 --trainjob",
     "completion": "mavin-ops completion bash   # e.g. into ~/.local/share/bash-completion/completions/mavin-ops",
 }
 
@@ -900,6 +925,18 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--json", action="store_true", help="print JSON records")
     hist.set_defaults(func=_history)
 
+    pl = sub.add_parser("plan", help="what each training stage asks of a cluster: trained/frozen parameters, ZeRO, memory per GPU, its TrainJob",
+                        description="Plan the training stages of a preset on N nodes x G GPUs without submitting anything: "
+                        "the model is built on the meta device (no memory, no weights read). Exits 2 when a stage does not fit.")
+    pl.add_argument("--preset", default="paper", choices=MODEL_PRESETS, help="model preset (default: paper)")
+    pl.add_argument("--nodes", type=_count(1), default=4, help="nodes (default: 4)")
+    pl.add_argument("--gpus-per-node", type=_count(1), default=8, help="GPUs per node (default: 8)")
+    pl.add_argument("--gpu-memory-gb", type=float, default=None, help="memory of one GPU (default: from --profile's gpu type, else 80)")
+    pl.add_argument("--profile", default=None, help="cluster profile whose gpu section gives the GPU memory")
+    pl.add_argument("--trainjob", action="store_true", help="also print the TrainJob of every stage (YAML)")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
+    pl.set_defaults(func=_plan)
+
     ver_m = sub.add_parser("verify", help="check that a model's champion got there through the platform (gate, audit trail)",
                            description="Exit 1 and say what to do when the champion alias was moved outside mavin-ops "
                            "(no audit record, e.g. the MLflow UI's Promote button), its gate did not pass, or the audit "
@@ -972,6 +1009,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.registry import PromotionError
     from mavin_ops.release import PreflightError, ResumeError
     from mavin_ops.release_config import ConfigError
+    from mavin_ops.training.plan import PlanError
     from mavin_ops.serving.repository import RepositoryError
     from mavin_ops.training.recipes import RecipeError
     from mavin_ops.safety import UnsafeName, UnsafePath, UnsafeURL
@@ -986,7 +1024,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, IngestError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
             EvaluationError, EncoderError, DetectorConfigError, PolicyError, MetricsFileError,
             GenerateError, ExportError, ServerError, StoreError, CheckpointError, DataError, TrainError,
-            PreflightError, ResumeError, ConfigError, DataPresetError, PresetError, DatasetError, MediaError, RecipeError, RepositoryError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)
+            PreflightError, ResumeError, ConfigError, PlanError, DataPresetError, PresetError, DatasetError, MediaError, RecipeError, RepositoryError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
