@@ -728,8 +728,55 @@ def _run_suite(
     if docs_dir is not None:
         t = time.perf_counter()
         ctx.build_data_docs(site_names=[DOCS_SITE])
+        offline_data_docs(docs_dir)
         docs_seconds = time.perf_counter() - t
     return found, duplicated, {"success": bool(vr.success), **stats}, docs_seconds
+
+
+_EXTERNAL_ASSET = re.compile(
+    r"""<link\b[^>]*\bhref=["']https?://[^>]*>|<script\b[^>]*\bsrc=["']https?://[^>]*>\s*</script>|<img\b[^>]*\bsrc=["']https?://[^>]*>""", re.I)
+_TABLE_SCRIPT = re.compile(r"""\$\(['"]#([\w-]+)['"]\)\.bootstrapTable\(\s*Object\.assign\(\s*\{\s*columns:\s*(\[.*?\]),\s*data:\s*(\[.*?\]),\s*toolbar""", re.S)
+_OFFLINE_CSS = """<style>/* mavin-ops: Data Docs without their CDN assets */
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#1d2330;margin:1rem 2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem} th,td{border-bottom:1px solid #d9dde5;padding:.3rem .5rem;text-align:left;vertical-align:top}
+.cooltip .top,.d-none,.modal,.tooltip,.popover{display:none} .tab-pane{display:block;margin-bottom:1.5rem}
+.text-success{color:#1f7a3d} .text-danger{color:#b42318} .fa-check-circle:before{content:"\\2714"} .fa-times:before{content:"\\2718"}
+</style>"""
+
+
+def offline_data_docs(root: str | os.PathLike) -> int:
+    """Make a Great Expectations Data Docs site readable offline: drop the stylesheets and
+    scripts it loads from CDNs, draw the tables its scripts would fill (the index's list of
+    validations) as plain HTML, and add a small inline stylesheet. Returns the pages changed."""
+    import ast
+    import html as _html
+
+    changed = 0
+    for page in Path(root).rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        new = _EXTERNAL_ASSET.sub("", text)
+        for m in _TABLE_SCRIPT.finditer(text):
+            try:
+                columns, rows = ast.literal_eval(m.group(2)), ast.literal_eval(m.group(3))
+            except (ValueError, SyntaxError):
+                continue
+            head = "".join(f"<th>{_html.escape(str(c.get('title', '')))}</th>" for c in columns)
+            body = []
+            for row in rows:
+                cells = "".join(f"<td>{row.get(c.get('field'), '')}</td>" for c in columns)  # GE's own cell HTML
+                link = row.get("_table_row_link_path")
+                if link:
+                    cells += f'<td><a href="{_html.escape(str(link))}">open</a></td>'
+                body.append(f"<tr>{cells}</tr>")
+            static = f'<table id="{m.group(1)}-offline"><tr>{head}<th></th></tr>{"".join(body)}</table>'
+            new = re.sub(rf'(<table\b[^>]*\bid="{re.escape(m.group(1))}"[^>]*>)', static + r"\1", new, count=1)
+        new = re.sub(r"<script\b[^>]*>(?:(?!</script>).)*\$\((?:(?!</script>).)*</script>", "", new, flags=re.S)  # jQuery code
+        if "mavin-ops: Data Docs without" not in new:
+            new = new.replace("</head>", _OFFLINE_CSS + "</head>", 1)
+        if new != text:
+            page.write_text(new, encoding="utf-8")
+            changed += 1
+    return changed
 
 
 def _row_label(df: "pd.DataFrame", pos: int, ids: "pd.Series") -> str:

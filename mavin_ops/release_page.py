@@ -122,6 +122,17 @@ def _artifact(c: Any, run_id: str, path: str, dest: Path) -> Path | None:
         return None
 
 
+def _local_artifact(artifact_uri: str, path: str) -> Path | None:
+    """A run's artifact on this machine's disk (a local artifact store), else None."""
+    from urllib.parse import unquote, urlparse
+
+    u = urlparse(artifact_uri or "")
+    if u.scheme not in ("file", ""):
+        return None
+    f = Path(unquote(u.path)) / path
+    return f if f.is_file() else None
+
+
 def _loss_plot(c: Any, runs: dict[str, Any], out: Path) -> bool:
     """One figure: the video and audio tower losses of the four stages on one global step axis."""
     import matplotlib
@@ -209,6 +220,9 @@ def build_release_page(release_id: str, folder: str | os.PathLike, step_lines: l
         summary = _artifact(c, v.info.run_id, "validation/data_docs/summary.html", assets / "validation")
         if summary is not None:  # our own page of the validation (offline; the quarantine examples)
             files["validate_data"].insert(0, ("validation summary", rel(summary)))
+        docs = _local_artifact(v.info.artifact_uri, "validation/data_docs/index.html")
+        if docs is not None:  # Great Expectations' Data Docs where the run keeps them (made readable offline)
+            files["validate_data"].append(("Data Docs", rel(docs)))
 
     loss_png = assets / "loss.png"
     has_loss = _loss_plot(c, runs, loss_png)

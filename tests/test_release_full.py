@@ -52,6 +52,10 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     assert first.parent_run_id in found["runs"] and len(set(found["runs"])) >= 10
     assert any(x.endswith("loss.png") for x in found["srcs"]) and any(x.endswith("summary.png") for x in found["srcs"])
     assert any(x.endswith("train_multishot.log") for x in found["hrefs"]) and any(x.endswith("gate.html") for x in found["hrefs"])
+    (docs,) = {x for x in found["hrefs"] if x.endswith("data_docs/index.html")}  # the Data Docs it links work offline too
+    import re
+
+    assert not re.search(r"""<(?:link|script|img)\b[^>]*\b(?:href|src)=["']https?://""", (page.parent / docs).read_text())
     html_text = page.read_text()
     for words in ("train_multishot", "gate pass", "serving_smoke_test", "validation.json"):
         assert words in html_text, words

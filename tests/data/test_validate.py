@@ -480,6 +480,19 @@ def test_data_docs_and_summary_page(dataset, tmp_path):
     summary = json.loads(report.summary.read_text())
     assert summary["files"]["data_docs"] == str(report.docs_index)
     assert summary["expectations"]["evaluated_expectations"] > 30
+    # Offline: no stylesheet or script from a CDN on any page, and the index's validation list
+    # (which Great Expectations fills with jQuery) is a plain table whose link opens the run page.
+    import re
+
+    for html_page in (tmp_path / "docs").rglob("*.html"):
+        body = html_page.read_text(encoding="utf-8")
+        assert not re.search(r"""<(?:link|script|img)\b[^>]*\b(?:href|src)=["']https?://""", body), html_page
+        assert ".bootstrapTable(" not in body, html_page
+    index = report.docs_index.read_text(encoding="utf-8")
+    links = re.findall(r'<table id="[\w-]+-offline">.*?</table>', index, flags=re.S)
+    assert links and validate.SUITE_NAME in links[0]
+    hrefs = re.findall(r'href="([^"]+)"', "".join(links))
+    assert any((tmp_path / "docs" / h).resolve() == run_page.resolve() for h in hrefs), hrefs
 
 
 def test_source_dataset_is_not_modified(dataset, tmp_path):
