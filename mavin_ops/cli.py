@@ -66,7 +66,10 @@ def _data_ingest(args: argparse.Namespace) -> int:
     c = report["counts"]
     if args.sheets:
         sheets = ingest.write_sheets(args.out, args.sheets)
-        print(f"contact sheets of {len(sheets)} clips in {args.sheets}")
+        print(f"contact sheets of {len(sheets)} clips in {args.sheets}", file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        _print_json(report)
+        return 0
     print(f"ingested {c['sources_ingested']} of {c['videos']} videos ({c['seconds_of_footage']:.1f} s of footage) into "
           f"{args.out}: {c['clips']['train']} train and {c['clips']['eval']} eval clips, {c['clips_with_script_issues']} "
           f"that disagree with their sidecar script (validation quarantines them), {c['rejected']} rejected "
@@ -104,6 +107,9 @@ def _data_validate(args: argparse.Namespace) -> int:
         docs_dir=out_dir / "data_docs",
         validated_dir=args.validated,
     )
+    if args.json:
+        _print_json(json.loads(Path(report.summary).read_text(encoding="utf-8")))
+        return 0 if report.passed else 1
     print(report.describe())
     if args.validated and report.passed:
         print(f"validated dataset: {args.validated}")
@@ -408,6 +414,9 @@ def _gate(args: argparse.Namespace) -> int:
     decision = run_gate(
         args.metrics, args.policy, args.out, model_name=args.model, champion_metrics_path=args.champion_metrics
     )
+    if args.json:
+        _print_json(decision.to_dict())
+        return 0 if decision.passed else 1
     print(decision.summary())
     print(f"report: {Path(args.out) / 'gate.html'}")
     return 0 if decision.passed else 1
@@ -449,6 +458,11 @@ def _lineage(args: argparse.Namespace) -> int:
     from mavin_ops import lineage
 
     chain = lineage.lineage(args.model)
+    if args.json:
+        import dataclasses
+
+        _print_json([dataclasses.asdict(link) for link in chain])
+        return 0
     print(lineage.render_text(chain))
     if args.html:
         print(f"page: {lineage.render_html(chain, args.html, title=f'lineage of {args.model}')}")
@@ -726,6 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--eval-share", type=float, default=0.1, help="share of sources held out as the benchmark (default: 0.1)")
     ing.add_argument("--sheets", metavar="DIR", default=None, help="also draw a contact sheet per clip (frames per shot, reference portraits, waveform with dialogue and cuts) into DIR")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
+    ing.add_argument("--json", action="store_true", help="print ingest.json's report on stdout instead of the summary line")
     ing.set_defaults(func=_data_ingest)
 
     ver = dsub.add_parser("version", help="DVC-version a dataset directory in the data registry and push it")
@@ -743,6 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--max-quarantine-share", type=_share, default=0.05, help="fail above this quarantined share (default: 0.05)")
     val.add_argument("--max-customized-roles", type=_count(0), default=3, help="customized roles allowed per clip (default: 3)")
     val.add_argument("--no-media", action="store_true", help="skip media existence and sha256 checks")
+    val.add_argument("--json", action="store_true", help="print validation.json on stdout instead of the summary")
     val.add_argument(
         "--validated",
         default=None,
@@ -902,6 +918,7 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("metrics", help="the challenger's metrics.json")
     gt.add_argument("--policy", default=None, help="gate policy YAML (default: evaluation/gate_policy.yaml)")
     gt.add_argument("--out", required=True, help="output folder for gate.json and gate.html")
+    gt.add_argument("--json", action="store_true", help="print gate.json on stdout instead of the summary line")
     gt.add_argument("--model", default="mavin", type=_name("model name"), help="registered model whose 'champion' alias is compared (default: mavin)")
     gt.add_argument("--champion-metrics", default=None, help="compare with this metrics.json instead of the registry champion")
     gt.set_defaults(func=_gate)
@@ -955,6 +972,7 @@ def build_parser() -> argparse.ArgumentParser:
     lin = sub.add_parser("lineage", help="walk a model version back to its data, runs and commit")
     lin.add_argument("model", help="<model>@<alias|version>, e.g. mavin-tiny@champion")
     lin.add_argument("--html", default=None, metavar="PAGE", help="also write the chain as an HTML page with a drawn graph")
+    lin.add_argument("--json", action="store_true", help="print the chain as JSON on stdout")
     lin.set_defaults(func=_lineage)
 
     profile_help = "cluster profile YAML (default: pipelines/profiles/cluster.example.yaml)"

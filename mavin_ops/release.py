@@ -450,6 +450,20 @@ def _headline_metrics(c, parent_id: str, children: list) -> None:
             c.log_batch(parent_id, metrics=metrics)
         except Exception:  # noqa: BLE001 - a closed or remote run that refuses: the step runs keep them
             pass
+    # The datasets the steps used (the versioned training data, the benchmark) as the parent's inputs.
+    seen, inputs = set(), []
+    for r in children:
+        for di in getattr(r.inputs, "dataset_inputs", None) or []:
+            ctx = tuple(sorted((t.key, t.value) for t in di.tags))
+            key = (di.dataset.name, di.dataset.digest, ctx)
+            if key not in seen:
+                seen.add(key)
+                inputs.append(di)
+    if inputs:
+        try:
+            c.log_inputs(parent_id, datasets=inputs)
+        except Exception:  # noqa: BLE001 - as above
+            pass
 
 
 def _champion(model: str) -> str | None:

@@ -27,6 +27,9 @@ def test_generate_version_validate(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "validation PASSED: 0 of 6 rows quarantined" in printed
     assert (report_dir / "validation.json").exists()
+    assert main(["data", "validate", str(out), "--out", str(tmp_path / "report2"), "--json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)  # data on stdout, nothing else
+    assert as_json["rows"] == 6 and as_json["passed"] is True
 
 
 def test_validate_fails_with_exit_1_above_threshold(tmp_path, capsys):
@@ -99,6 +102,10 @@ def test_evaluate_then_gate_on_ground_truth(tmp_path, capsys):
     (tmp_path / "worse.json").write_text(json.dumps(worse))
     code = main(["gate", str(tmp_path / "worse.json"), "--out", str(tmp_path / "g2"), "--champion-metrics", str(metrics)])
     assert code == 1 and (tmp_path / "g2" / "gate.html").exists()
+    capsys.readouterr()
+    code = main(["gate", str(tmp_path / "worse.json"), "--out", str(tmp_path / "g4"), "--champion-metrics", str(metrics), "--json"])
+    decided = json.loads(capsys.readouterr().out)
+    assert code == 1 and decided["verdict"] == "fail" and any(r.startswith("sta:") for r in decided["reasons"])
     assert main(["gate", str(tmp_path / "missing.json"), "--out", str(tmp_path / "g3")]) == 2
 
 

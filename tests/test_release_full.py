@@ -85,6 +85,7 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     assert parent.data.params["preset"] == "debug" and parent.data.params["train_steps"] == "2"
     assert "eval/sta" in parent.data.metrics and "gate/passed" in parent.data.metrics and "data/rows" in parent.data.metrics
     assert parent.data.tags["mlflow.source.git.commit"] == parent.data.tags["mavin.git_commit"]
+    assert digest[:36] in {d.dataset.digest for d in parent.inputs.dataset_inputs}  # the training data as the parent's input
     # Credentials from the environment never reach params, tags or the pipeline's outputs.
     for run in [c.get_run(first.parent_run_id), *runs.values()]:
         assert secret not in repr(run.data.params) and secret not in repr(run.data.tags)
