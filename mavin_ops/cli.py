@@ -158,7 +158,7 @@ def _script_check(args: argparse.Namespace) -> int:
 
 #: The pipeline options of ``mavin-ops release``: a resumed release keeps the ones it was started with.
 _RELEASE_OPTIONS = ("preset", "seed", "registry", "remote", "endpoint_url", "max_quarantine_share", "train_steps",
-                    "sample_steps", "sample_limit", "model", "policy", "dataset_rev", "source", "ingest_shards")
+                    "sample_steps", "sample_limit", "model", "policy", "dataset_rev", "source", "ingest_shards", "train_procs")
 
 
 def _apply_release_file(args: argparse.Namespace) -> None:
@@ -202,6 +202,7 @@ def _release(args: argparse.Namespace) -> int:
         dataset_rev=args.dataset_rev,
         source=args.source,
         ingest_shards=args.ingest_shards,
+        train_procs=args.train_procs,
         cache=args.cache,
         resume=args.resume,
         echo=print,
@@ -224,18 +225,12 @@ def _release(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from mavin_ops import settings
-    from mavin_ops.training.trainer import train_stage
+    from mavin_ops.training.launch import StageLaunch, launch
 
     out = Path(args.out) if args.out else settings.home() / "train" / args.preset / args.stage
-    result = train_stage(
-        args.stage,
-        args.preset,
-        dataset=args.dataset,
-        out_dir=out,
-        init_checkpoint=args.init,
-        overrides={"steps": args.steps} if args.steps else None,
-        track=not args.no_track,
-    )
+    spec = StageLaunch(args.stage, args.preset, dataset=args.dataset, out_dir=str(out), nproc=args.nproc,
+                       init_checkpoint=args.init, steps=args.steps, track=not args.no_track)
+    result = launch(spec, log_dir=out.parent / f".{out.name}.ranks" if args.nproc > 1 else None)
     _print_json(
         {
             "stage": args.stage,
@@ -803,6 +798,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on your own footage: ingest the videos in DIR (mavin-ops data ingest) in place of generating data, "
         "then version, validate, train, gate, export and promote as usual",
     )
+    rel.add_argument("--train-procs", type=_count(1), default=1,
+                     help="train every stage with this many local processes (torchrun: gloo on CPU, NCCL on GPUs; default: 1)")
     rel.add_argument("--ingest-shards", type=_count(1), default=1, help="with --source: ingest in this many parallel shards (default: 1, every core)")
     rel.add_argument(
         "--cache",
@@ -850,6 +847,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", default=None, help="checkpoint folder (default: $MAVIN_HOME/train/<preset>/<stage>); resumes when it holds one")
     tr.add_argument("--steps", type=_count(0), default=0, help="override the recipe's step count")
     tr.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    tr.add_argument("--nproc", type=_count(1), default=1,
+                    help="processes on this machine (torchrun --standalone: gloo on CPU, NCCL on GPUs); 1 trains in this process "
+                    "(default: 1)")
     tr.set_defaults(func=_train)
 
     ex = sub.add_parser("export", help="export a checkpoint to ONNX (parity-checked) and build a Triton repository")

@@ -240,6 +240,7 @@ def run_release(
     dataset_rev: str = "",
     source: str = "",
     ingest_shards: int = 1,
+    train_procs: int = 1,
     cache: bool = True,
     resume: str | None = None,
     echo: Callable[[str], None] | None = None,
@@ -300,6 +301,7 @@ def run_release(
         dataset_rev=dataset_rev,
         source=source,
         ingest_shards=ingest_shards,
+        train_procs=train_procs,
     )
     if check and not resume:
         checked = {**args, "release_id": release_id or ""}

@@ -51,6 +51,7 @@ class ReleaseConfig(BaseModel):
     dataset_rev: str = ""
     source: str = ""
     ingest_shards: int = Field(1, ge=1)
+    train_procs: int = Field(1, ge=1)
     cache: bool = True
 
     @field_validator("model")

@@ -93,6 +93,7 @@ def build_release_pipeline(platform: Platform = _local):
         release_id: str = "",
         source: str = "",
         ingest_shards: int = 1,
+        train_procs: int = 1,
     ):
         kfp_run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         lineage = {"release_id": release_id, "kfp_run_id": kfp_run_id}
@@ -158,7 +159,8 @@ def build_release_pipeline(platform: Platform = _local):
             previous = None
             for stage in STAGES:
                 extra = {"parent_checkpoint": previous.outputs["checkpoint"]} if previous is not None else {}
-                task = train(stage=stage, preset=preset, dataset=clean, dataset_digest=digest, steps=train_steps, **extra, **lineage)
+                task = train(stage=stage, preset=preset, dataset=clean, dataset_digest=digest, steps=train_steps, procs=train_procs,
+                             **extra, **lineage)
                 previous = step(task, "train", f"train {stage}")
             checkpoint = previous.outputs["checkpoint"]
             sampled = step(

@@ -19,10 +19,12 @@ def train(
     checkpoint: Output[Model],
     parent_checkpoint: Input[Model] = None,
     steps: int = 0,
+    procs: int = 1,
 ) -> NamedTuple("TrainOutputs", step=int, final_loss=float, checkpoint_sha256=str, run_id=str):
     """Train ``stage`` (id | multishot | av | joint) of ``preset`` on ``dataset``, starting from
     ``parent_checkpoint`` (the previous stage's output; not given for ``id``). ``steps`` > 0
-    overrides the recipe's step count. The working checkpoints live under
+    overrides the recipe's step count; ``procs`` > 1 trains with that many local processes
+    (training/launch.py: torchrun, gloo on CPU, NCCL on GPUs). The working checkpoints live under
     ``$MAVIN_HOME/runs/<release>/train/<stage>`` so a retried task resumes; the final
     checkpoint is copied to ``checkpoint.path``. Logs a nested MLflow run ``train_<stage>``.
 
@@ -35,23 +37,15 @@ def train(
     from mavin_ops import settings, tracking
     from mavin_ops.data import validate
     from mavin_ops.training import checkpoint as ckpt
-    from mavin_ops.training.trainer import train_stage
+    from mavin_ops.training.launch import StageLaunch, launch
 
     record = validate.quarantine_record(dataset.path)  # what validation left out of this dataset
     key = tracking.release_key(release_id, kfp_run_id)
     workdir = settings.home() / "runs" / key / "train" / stage
-    result = train_stage(
-        stage,
-        preset,
-        dataset=dataset.path,
-        out_dir=workdir,
-        init_checkpoint=parent_checkpoint.path if parent_checkpoint is not None else None,
-        dataset_digest=dataset_digest,
-        overrides={"steps": steps} if steps > 0 else None,
-        release_id=release_id,
-        kfp_run_id=kfp_run_id,
-        progress=False,
-    )
+    spec = StageLaunch(stage, preset, dataset=dataset.path, out_dir=str(workdir), nproc=max(1, procs),
+                       init_checkpoint=parent_checkpoint.path if parent_checkpoint is not None else None,
+                       steps=steps if steps > 0 else 0, dataset_digest=dataset_digest, release_id=release_id, kfp_run_id=kfp_run_id)
+    result = launch(spec, log_dir=workdir.parent / f".{stage}.ranks")
     if result.run_id:
         c = tracking.client()
         quarantine = {"mavin.dataset_validated": "true" if record is not None else "false"}
