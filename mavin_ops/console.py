@@ -107,7 +107,8 @@ class StepLine:
                     pass
             elif key == "Output" and self.name in _COUNT_OF:
                 label = _COUNT_OF[self.name]
-            value = re.sub(r" in /\S+", "", value)  # paths are in the log, not in the line
+            # Paths are in the log, not in the line: cut at the first absolute path and the words leading to it.
+            value = re.sub(r"\s+(?:in|[a-z][a-z ]*:)\s*$", "", value.split(" /")[0]).rstrip(" ,;:")
             text = f"{label} {value}".strip()
             return text if len(text) <= 100 else text[:97] + "..."
         return ""
