@@ -554,9 +554,14 @@ def ingest_source(path: str, rel: str, sha: str, out: str, cfg: IngestSettings, 
         for sub in ("clips", "refs"):
             for f in (root / sub).glob(f"{_slug(sha)}-*"):
                 f.unlink(missing_ok=True)
-        reason = f"{rel}: could not be ingested ({exc.__class__.__name__}: {str(exc)[:300]}); the other sources were; report this with the file"
-        return {"source": rel, "sha256": sha, "settings": _run_key(cfg, captioner), "rows": [], "measured": None, "seconds": {},
-                "rejected": [{"source": rel, "reason": reason}], "failed": True}
+        return _failed_record(rel, sha, f"could not be ingested ({exc.__class__.__name__}: {str(exc)[:300]}); the other "
+                              "sources were; report this with the file")
+
+
+def _failed_record(rel: str, sha: str, why: str) -> dict[str, Any]:
+    """The record of a source that failed this run: refused with ``why``, never resumed from."""
+    return {"source": rel, "sha256": sha, "rows": [], "measured": None, "seconds": {}, "failed": True,
+            "rejected": [{"source": rel, "reason": f"{rel}: {why}"}]}
 
 
 def _ingest_source(path: str, rel: str, sha: str, out: str, cfg: IngestSettings, captioner: Captioner | None) -> dict[str, Any]:
@@ -819,9 +824,8 @@ def _ingest_locked(out: Path, sources: list[tuple[Path, str]], rejected: list[di
                     except BrokenProcessPool:
                         # A worker died (killed, out of memory): the sources still in flight are
                         # refused for this run and tried again by the next one.
-                        records[rel] = {"source": rel, "sha256": shas[rel], "rows": [], "measured": None, "seconds": {}, "failed": True,
-                                        "rejected": [{"source": rel, "reason": f"{rel}: its worker process died (killed or out of memory); "
-                                                      "run the ingest again to retry it, with fewer --workers if memory is short"}]}
+                        records[rel] = _failed_record(rel, shas[rel], "its worker process died (killed or out of memory); run the "
+                                                      "ingest again to retry it, with fewer --workers if memory is short")
                     bar.update(1)
     finally:
         bar.close()

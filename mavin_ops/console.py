@@ -77,6 +77,7 @@ class StepLine:
     outputs: dict[str, str] = field(default_factory=dict)
     log: str = ""
     error: str = ""
+    printed: bool = False  # its line went to the terminal
 
     @property
     def seconds(self) -> float:
@@ -229,25 +230,25 @@ class ReleaseConsole:
         except OSError:
             pass
         if self.tty and not self.verbose:
-            self._terminal_write(f"  {name:<22} running ...")
+            self._say(f"  {name:<22} running ...", replace=True, newline=False)
 
     def _finish(self, interrupted: bool = False) -> None:
         """Print the last step's line once its outputs are in (or the stream ended)."""
         self._close_bar()
-        if not self.steps or getattr(self.steps[-1], "_printed", False):
+        if not self.steps or self.steps[-1].printed:
             return
         step = self.steps[-1]
         if step.ended is None:
             step.ended = time.time()
             step.status = "STOPPED" if interrupted else "FAILED"
-        step._printed = True  # type: ignore[attr-defined]
+        step.printed = True
         if self._step_log is not None:
             self._step_log.close()
             self._step_log = None
         self._outputs_of = None
         if step.name in _SILENT and step.status == "SUCCESS":
             if self.tty and not self.verbose:
-                self._terminal_write("")
+                self._say("", replace=True, newline=False)
             return
         mark = {"SUCCESS": "ok"}.get(step.status, step.status)
         text = f"  {step.name:<22} {mark:<7} {step.seconds:7.1f} s  {step.headline()}".rstrip()
@@ -257,12 +258,9 @@ class ReleaseConsole:
 
     # ------------------------------------------------------------------ the terminal
 
-    def _terminal_write(self, text: str) -> None:
-        self.terminal.write("\r\x1b[2K" + text if self.tty else text + "\n")
-        self.terminal.flush()
-
-    def _say(self, text: str, replace: bool = False) -> None:
-        self.terminal.write(("\r\x1b[2K" if replace else "") + text + "\n")
+    def _say(self, text: str, replace: bool = False, newline: bool = True) -> None:
+        """Write to the terminal; ``replace`` overwrites the current line (a terminal's running step)."""
+        self.terminal.write(("\r\x1b[2K" if replace else "") + text + ("\n" if newline else ""))
         self.terminal.flush()
 
     def _draw_progress(self) -> None:

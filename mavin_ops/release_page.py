@@ -105,15 +105,6 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else str(v)
 
 
-def _copy(src: Path, dest: Path) -> bool:
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
-        return True
-    except OSError:
-        return False
-
-
 def _artifact(c: Any, run_id: str, path: str, dest: Path) -> Path | None:
     """A run's artifact downloaded under ``dest`` (None when it has none)."""
     try:
