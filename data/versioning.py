@@ -163,10 +163,13 @@ def init_registry(
         (root / "datasets").mkdir(exist_ok=True)
     current = _remote_url(root)
     if current != remote:
+        # A local remote inside the state folder is stored relative to the registry (DVC keeps
+        # it relative to .dvc/config), so the folder can move with its registry and remote.
+        stored = _relative_to_home(remote, root)
         if current is None:
-            dvc("remote", "add", "-d", "storage", remote, cwd=root)
+            dvc("remote", "add", "-d", "storage", stored, cwd=root)
         else:
-            dvc("remote", "modify", "storage", "url", remote, cwd=root)
+            dvc("remote", "modify", "storage", "url", stored, cwd=root)
     if endpoint_url:
         dvc("remote", "modify", "storage", "endpointurl", endpoint_url, cwd=root)
     _git("add", "-A", ".dvc", cwd=root)
@@ -175,7 +178,20 @@ def init_registry(
     return root
 
 
+def _relative_to_home(remote: str, root: Path) -> str:
+    """``remote`` relative to ``root`` (the working folder of the dvc call) when both lie in
+    the state folder; else unchanged (an S3 URL, a remote elsewhere)."""
+    if "://" in remote or not Path(remote).is_absolute():
+        return remote
+    home = settings.home()
+    target, base = Path(remote).resolve(), root.resolve()
+    if home not in target.parents or home not in base.parents:
+        return remote
+    return os.path.relpath(target, base)
+
+
 def _remote_url(root: Path) -> str | None:
+    """The registry's remote URL; a local remote stored relative to it comes back absolute."""
     try:
         return dvc("config", "remote.storage.url", cwd=root).strip() or None
     except VersioningError:
@@ -306,6 +322,11 @@ def pull_version(registry_url: str, rev: str, dest: str | os.PathLike, *, name: 
     try:
         _git("clone", "-q", str(registry_url), str(dest), cwd=dest.parent)
         _git("checkout", "-q", rev, cwd=dest)
+        local_remote = _remote_url(Path(registry_url)) if Path(registry_url).is_dir() else None
+        if local_remote and "://" not in local_remote:
+            # The registry names its local remote relative to itself; the clone elsewhere must
+            # be told where that is (in its own, uncommitted config).
+            dvc("remote", "modify", "--local", "storage", "url", local_remote, cwd=dest)
         dvc("pull", "-q", f"datasets/{name}", cwd=dest)
         verify_pulled(dest, name)
     except BaseException:

@@ -124,8 +124,10 @@ def register_version(model: str, source: str, *, run_id: str | None = None, tags
         c.create_registered_model(model, description="mavin-ops release model")
     except MlflowException:
         pass  # exists
+    # Paths under the state folder are stored relative to it (mavin-home:/...): it can move.
     mv = c.create_model_version(
-        model, source, run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items() if v is not None}
+        model, settings.portable(source), run_id=run_id,
+        tags={k: settings.portable(str(v)) for k, v in (tags or {}).items() if v is not None},
     )
     return str(mv.version)
 

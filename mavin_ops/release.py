@@ -489,9 +489,49 @@ def _write_release_record(folder: Path, release_id: str, attempt: int, start: fl
         attempts = [a for a in record.get("attempts", []) if isinstance(a, dict) and a.get("attempt") != attempt]
     except (OSError, ValueError, AttributeError):
         attempts = []
-    attempts.append({"attempt": attempt, "started": start, "wall_s": round(wall, 2), "error": error, "steps": steps,
+    attempts.append({"attempt": attempt, "started": start, "wall_s": round(wall, 2), "error": error,
+                     # logs named relative to the state folder, which can move
+                     "steps": [{**st, "log": os.path.relpath(st["log"], settings.home()) if st.get("log") else ""} for st in steps],
                      "pipeline_dir": os.path.relpath(pipeline_dir, settings.home()), **outcome})
     write_json(path, {"release_id": release_id, "parent_run_id": parent_id, "attempts": attempts})
+
+
+def rebase_cache(root: Path) -> int:
+    """Point the KFP local runner's cache (``<root>/.kfp_cache``) at this state folder again
+    after it moved: the runner records each output artifact's absolute path, so an output of
+    ``<old home>/pipelines/<run>/<step>/x`` that no longer exists there but does under
+    ``root`` is rewritten to it (atomically, per file). An entry that does not resolve either
+    way is left alone (the runner then runs the step again). Returns the files rewritten."""
+    from mavin_ops.data.manifest import atomic_writer
+
+    marker = f"/{root.name}/"
+
+    def rebase(node) -> bool:
+        changed = False
+        if isinstance(node, dict):
+            uri = node.get("uri")
+            if node.get("__kfp_artifact__") and isinstance(uri, str) and marker in uri and not os.path.exists(uri):
+                moved = root / uri.rsplit(marker, 1)[1]
+                if moved.exists() and root in moved.resolve().parents:
+                    node["uri"], changed = str(moved), True
+            for v in node.values():
+                changed |= rebase(v)
+        elif isinstance(node, list):
+            for v in node:
+                changed |= rebase(v)
+        return changed
+
+    count = 0
+    for f in sorted((root / ".kfp_cache").glob("*.json")):
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not ours to repair: the runner treats it as it would have
+        if rebase(data):
+            with atomic_writer(f.parent, f.name) as fh:
+                json.dump(data, fh)
+            count += 1
+    return count
 
 
 def list_releases(limit: int = 20) -> list[dict]:

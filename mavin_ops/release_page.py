@@ -114,13 +114,15 @@ def _artifact(c: Any, run_id: str, path: str, dest: Path) -> Path | None:
 
 
 def _local_artifact(artifact_uri: str, path: str) -> Path | None:
-    """A run's artifact on this machine's disk (a local artifact store), else None."""
-    from urllib.parse import unquote, urlparse
+    """A run's artifact on this machine's disk (a local or ``mavin-home:`` store), else None."""
+    from urllib.parse import urlparse
 
-    u = urlparse(artifact_uri or "")
-    if u.scheme not in ("file", ""):
+    if urlparse(artifact_uri or "").scheme not in ("file", "", settings.HOME_SCHEME):
         return None
-    f = Path(unquote(u.path)) / path
+    try:
+        f = settings.local_path(artifact_uri) / path
+    except ValueError:
+        return None
     return f if f.is_file() else None
 
 

@@ -46,12 +46,22 @@ def _mlflow():
     import mlflow
 
     mlflow.set_tracking_uri(settings.tracking_uri())
+    _home_artifacts()
     return mlflow
+
+
+def _home_artifacts() -> None:
+    """Make sure MLflow reads ``mavin-home:`` artifact URIs in this process (the package's
+    entry point registers them too; imported after mlflow, never before it)."""
+    from mavin_ops.home_artifacts import register
+
+    register()
 
 
 def client():
     from mlflow.tracking import MlflowClient
 
+    _home_artifacts()
     return MlflowClient(settings.tracking_uri())
 
 
@@ -90,7 +100,7 @@ def experiment_id(name: str = EXPERIMENT) -> str:
     uri = settings.tracking_uri()
     location = None
     if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
-        location = settings.artifact_root().as_uri()
+        location = settings.artifact_root_uri()  # relative to the home: the folder can move
     try:
         # A classic ML experiment in the MLflow UI (training runs are runs, not GenAI "evaluations").
         return c.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: "custom_model_development"})
@@ -162,7 +172,8 @@ def step_run(
         if params:
             from mavin_ops.safety import redact
 
-            mlflow.log_params({k: redact(v) if isinstance(v, str) else v for k, v in params.items() if v is not None})
+            # (paths under the state folder as mavin-home:/..., so the folder can move)
+            mlflow.log_params({k: settings.portable(redact(v)) if isinstance(v, str) else v for k, v in params.items() if v is not None})
         yield run
     except (KeyboardInterrupt, SystemExit) as exc:
         code = getattr(exc, "code", None)
@@ -217,5 +228,6 @@ def log_dataset_input(
             for r in manifest_rows
         ]
     )
-    dataset = mlflow.data.from_pandas(table, source=source, name=name, digest=digest[:36])
+    # A source under the state folder is named relative to it (mavin-home:/...): it can move.
+    dataset = mlflow.data.from_pandas(table, source=settings.portable(source), name=name, digest=digest[:36])
     mlflow.log_input(dataset, context=context)

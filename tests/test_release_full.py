@@ -133,3 +133,24 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     assert main(["releases"]) == 0
     table = capfd.readouterr().out.splitlines()
     assert table[1].startswith(second.release_id) and "none -> v1" in table[2]
+
+    # The state folder can move: from the new place (the old one is gone) lineage, verify,
+    # the release list, the report page and serving all work, and nothing stored in MLflow
+    # or the data registry's DVC config names the old place.
+    from test_state_folder import move_home, stored_mentions
+
+    old = str(isolated_home)
+    new = move_home(isolated_home, tmp_path / "moved" / "home", monkeypatch)
+    assert stored_mentions(new / "mlflow.db", old) == []
+    assert old not in (new / "data-registry" / ".dvc" / "config").read_text()
+    chain = lineage.lineage("mavin-debug@champion")
+    assert not chain[0].missing and sum(link.kind == "train" for link in chain) == 4
+    assert main(["verify", "mavin-debug"]) == 0
+    capfd.readouterr()
+    assert main(["releases", "--json"]) == 0
+    moved = json.loads(capfd.readouterr().out)
+    assert [r["release_id"] for r in moved] == [second.release_id, first.release_id]
+    assert all(Path(r["page"]).is_file() and r["page"].startswith(str(new)) for r in moved)
+    assert check_release_page(Path(moved[1]["page"]))["runs"]
+    assert "release/release.html" in [a.path for a in c_list(first.parent_run_id, "release")]
+    assert main(["smoke", "--name", "mavin-debug", "--steps", "2", "--out", str(tmp_path / "served-moved")]) == 0

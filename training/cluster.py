@@ -28,6 +28,9 @@ import yaml
 
 from .recipes import get_recipe, previous_stage
 
+#: Who owns the runtime patch in a TrainJob (the Trainer keys patches by manager).
+RUNTIME_PATCH_MANAGER = "mavin-ops.io/release"
+
 __all__ = ["ClusterSpec", "SecretEnv", "job_name", "launch_command", "render_pytorchjob", "render_trainjob", "to_yaml"]
 
 
@@ -95,8 +98,10 @@ def launch_command(
     out_root: str,
     release_id: str = "",
     dataset_digest: str = "",
+    steps: int = 0,
 ) -> list[str]:
-    """The torchrun command every node runs (node rank and rendezvous come from the job)."""
+    """The torchrun command every node runs (node rank and rendezvous come from the job).
+    ``steps`` > 0 overrides the recipe's step count (short runs, tests)."""
     get_recipe(stage, preset)  # unknown stage/preset fail here, at render time
     cmd = [
         "torchrun",
@@ -121,6 +126,8 @@ def launch_command(
         cmd += ["--release-id", release_id]
     if dataset_digest:
         cmd += ["--dataset-digest", dataset_digest]
+    if steps:
+        cmd += ["--steps", str(int(steps))]
     return cmd
 
 
@@ -144,9 +151,10 @@ def _volumes(spec: ClusterSpec) -> tuple[list[dict[str, Any]], list[dict[str, An
 
 
 def _resources(spec: ClusterSpec) -> dict[str, Any]:
+    gpus = str(spec.gpus_per_node)  # a Kubernetes quantity is a string
     return {
-        "requests": {"cpu": spec.cpu, "memory": spec.memory, spec.gpu_resource: spec.gpus_per_node},
-        "limits": {spec.gpu_resource: spec.gpus_per_node},
+        "requests": {"cpu": spec.cpu, "memory": spec.memory, spec.gpu_resource: gpus},
+        "limits": {spec.gpu_resource: gpus},
     }
 
 
@@ -166,6 +174,7 @@ def render_trainjob(
     out_root: str = "/mnt/mavin/checkpoints",
     release_id: str = "",
     dataset_digest: str = "",
+    steps: int = 0,
 ) -> dict[str, Any]:
     """A Kubeflow Trainer ``TrainJob`` (trainer.kubeflow.org/v1alpha1) for one stage."""
     spec = spec or ClusterSpec()
@@ -179,20 +188,40 @@ def render_trainjob(
             "trainer": {
                 "image": spec.image,
                 "command": launch_command(
-                    stage, preset, spec, dataset=dataset, out_root=out_root, release_id=release_id, dataset_digest=dataset_digest
+                    stage, preset, spec, dataset=dataset, out_root=out_root, release_id=release_id, dataset_digest=dataset_digest,
+                    steps=steps,
                 ),
                 "numNodes": spec.nodes,
                 "numProcPerNode": spec.gpus_per_node,
                 "resourcesPerNode": _resources(spec),
                 "env": _env(spec),
             },
-            "podTemplateOverrides": [
+            # Node placement and volumes as a runtime patch of the runtime's "node" job (the
+            # Trainer API's runtimePatches; checked against its published models in tests).
+            "runtimePatches": [
                 {
-                    "targetJobs": [{"name": "node"}],
-                    "spec": {
-                        "nodeSelector": dict(spec.node_selector),
-                        "volumes": volumes,
-                        "containers": [{"name": "node", "volumeMounts": mounts}],
+                    "manager": RUNTIME_PATCH_MANAGER,
+                    "trainingRuntimeSpec": {
+                        "template": {
+                            "spec": {
+                                "replicatedJobs": [
+                                    {
+                                        "name": "node",
+                                        "template": {
+                                            "spec": {
+                                                "template": {
+                                                    "spec": {
+                                                        "nodeSelector": dict(spec.node_selector),
+                                                        "volumes": volumes,
+                                                        "containers": [{"name": "node", "volumeMounts": mounts}],
+                                                    }
+                                                }
+                                            }
+                                        },
+                                    }
+                                ]
+                            }
+                        }
                     },
                 }
             ],

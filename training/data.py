@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from mavin_ops import settings
 from mavin_ops.data import manifest as _manifest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -105,8 +106,6 @@ def dataset_digest(root: str | os.PathLike) -> str:
 
 def default_cache_dir(digest: str, encoder: str) -> Path:
     """``$MAVIN_HOME/latents/<manifest digest>-<encoder>``: one folder per (data, encoder) pair."""
-    from mavin_ops import settings
-
     safe = digest.replace("sha256:", "").replace(".dir", "")[:16]
     return settings.home() / "latents" / f"{safe}-{encoder[:12]}"
 
@@ -254,7 +253,7 @@ def precompute(
         "encoder": encoder,
         "adapter": adapter.name,
         "split": split,
-        "dataset_path": str(dataset.resolve()),
+        "dataset_path": settings.portable(dataset.resolve()),  # relative to a movable home
         "clips": clips,
     }
     _fsync_write(index_path, json.dumps(index, indent=1, sort_keys=True).encode())

@@ -11,8 +11,12 @@ starts, where it writes, how many processes) and run by a backend:
   stage ends; a failure of any rank fails the launch with that rank's last error line and
   the path of its log.
 
-The cluster backend (a Kubeflow ``TrainJob``, rendered by :mod:`training.cluster`) is not
-started from here yet: ``mavin-ops plan`` prints the job a stage would submit.
+- ``trainjob``: a Kubeflow Trainer ``TrainJob`` (rendered by :mod:`training.cluster` from a
+  :class:`~training.cluster.ClusterSpec`: nodes, GPUs per node, image, shared volume) created
+  through the Kubernetes API and followed to its end by :mod:`training.k8s`; rank 0's log
+  streams into this process's output, a cancelled step deletes the job, a retried step
+  re-attaches to it. The checkpoints are on the shared volume, so ``out_dir`` must be a path
+  this process sees at the same place as the job's pods (``<volume>/.../<stage>``).
 """
 
 from __future__ import annotations
@@ -25,13 +29,17 @@ import sys
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import checkpoint as ckpt
 from .trainer import StageResult, TrainError, train_stage
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .cluster import ClusterSpec
+
 __all__ = ["BACKENDS", "StageLaunch", "launch"]
 
-BACKENDS = ("inprocess", "local")
+BACKENDS = ("inprocess", "local", "trainjob")
 #: Variables an in-process run may have set for its world of one; a child world sets its own.
 _RANK_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
               "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
@@ -52,16 +60,27 @@ class StageLaunch:
     release_id: str = ""
     kfp_run_id: str = ""
     track: bool = True
+    #: "" picks by size: inprocess for one process, local for more; "trainjob" for a cluster.
+    kind: str = ""
 
     @property
     def backend(self) -> str:
+        if self.kind:
+            return self.kind
         return "inprocess" if self.nproc == 1 else "local"
 
 
-def launch(spec: StageLaunch, *, log_dir: str | os.PathLike | None = None, timeout_s: float | None = None) -> StageResult:
-    """Run the stage with its backend and return rank 0's result."""
+def launch(spec: StageLaunch, *, log_dir: str | os.PathLike | None = None, timeout_s: float | None = None,
+           cluster: "ClusterSpec | None" = None, apis: tuple | None = None) -> StageResult:
+    """Run the stage with its backend and return rank 0's result. ``cluster`` sizes a
+    ``trainjob`` launch (default :class:`~training.cluster.ClusterSpec`); ``apis`` are the
+    Kubernetes API clients to use (default: configured from the pod or the kubeconfig)."""
+    if spec.backend not in BACKENDS:
+        raise TrainError(f"unknown launch backend '{spec.backend}'; one of {', '.join(BACKENDS)}")
     if spec.nproc < 1:
         raise TrainError(f"a stage needs at least one process, got nproc={spec.nproc}")
+    if spec.backend == "trainjob":
+        return _trainjob(spec, cluster, timeout_s, apis)
     if spec.backend == "inprocess":
         return train_stage(spec.stage, spec.preset, dataset=spec.dataset, out_dir=spec.out_dir, init_checkpoint=spec.init_checkpoint,
                            overrides={"steps": spec.steps} if spec.steps else None, dataset_digest=spec.dataset_digest,
@@ -106,6 +125,40 @@ def _local(spec: StageLaunch, log_dir: Path, timeout_s: float | None) -> StageRe
     meta = ckpt.load_json(res["checkpoint"], "meta.json")
     known = {f.name for f in fields(StageResult)}
     return StageResult(**{k: v for k, v in res.items() if k in known}, losses=list(meta.get("losses", [])))
+
+
+def _trainjob(spec: StageLaunch, cluster: "ClusterSpec | None", timeout_s: float | None, apis: tuple | None) -> StageResult:
+    from .cluster import ClusterSpec, render_trainjob
+    from .k8s import TrainJobError, run_trainjob
+
+    cluster = cluster or ClusterSpec()
+    out = Path(spec.out_dir)
+    if out.name != spec.stage:
+        raise TrainError(f"a trainjob launch writes <out root>/<stage>: out_dir {out} must end in '{spec.stage}'")
+    body = render_trainjob(spec.stage, spec.preset, cluster, dataset=str(spec.dataset), out_root=str(out.parent),
+                           release_id=spec.release_id, dataset_digest=spec.dataset_digest, steps=spec.steps)
+    try:
+        run_trainjob(body, apis=apis, timeout_s=timeout_s)
+    except TrainJobError as exc:
+        raise TrainError(f"stage {spec.stage} on the cluster: {exc}") from None
+    try:
+        final = ckpt.find_resumable(out, log=print)
+    except ckpt.CheckpointError as exc:
+        raise TrainError(f"stage {spec.stage}: the TrainJob completed but {exc}") from None
+    if final is None:
+        raise TrainError(f"stage {spec.stage}: the TrainJob completed but {out} holds no checkpoint; "
+                         "is the shared volume mounted at the same path here and in the job?")
+    return result_from_checkpoint(final)
+
+
+def result_from_checkpoint(final: "ckpt.CheckpointInfo") -> StageResult:
+    """A stage's result read back from its final checkpoint (what a job elsewhere wrote)."""
+    meta = ckpt.load_json(final.path, "meta.json")
+    return StageResult(stage=meta["stage"], preset=meta["preset"], checkpoint=str(final.path), checkpoint_sha256=final.manifest_sha256,
+                       step=int(meta["step"]), losses=list(meta.get("losses", [])), resumed_from=meta.get("resumed_from"),
+                       init_checkpoint=meta.get("init_checkpoint"), run_id=(meta.get("lineage") or {}).get("mlflow_run_id"),
+                       world_size=int(meta.get("world_size", 1)), zero_stage=int(meta.get("zero_stage", 0)), samples_per_s=None,
+                       dataset_digest=(meta.get("dataset") or {}).get("digest", ""))
 
 
 def _rank_logs(log_dir: Path, nproc: int) -> dict[int, tuple[Path | None, Path | None]]:

@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from mavin_ops import settings
+
 from . import checkpoint as ckpt
 from .recipes import STAGES, RecipeError, StageRecipe, get_recipe, match_groups, previous_stage
 
@@ -321,7 +323,8 @@ def train_stage(
             else:
                 # MLflow's step axis runs on across stages: this stage starts where the last ended.
                 meta = {"step_offset": _global_step(init) if init else 0}
-                init_path, init_sha = (str(init.path), init.manifest_sha256) if init else (None, None)
+                # Recorded relative to the state folder (mavin-home:/...), so it survives a move.
+                init_path, init_sha = (settings.portable(init.path), init.manifest_sha256) if init else (None, None)
 
             if tracker.enabled:
                 import mlflow
@@ -331,10 +334,10 @@ def train_stage(
                         k: v
                         for k, v in {
                             "dataset_digest": digest,
-                            "latents_index": str(index.root),
+                            "latents_index": settings.portable(index.root),
                             "parent_checkpoint": init_path,
                             "parent_checkpoint_sha256": init_sha,
-                            "resumed_from": str(resume.path) if resume else None,
+                            "resumed_from": settings.portable(resume.path) if resume else None,
                         }.items()
                         if v is not None
                     }
@@ -347,7 +350,7 @@ def train_stage(
             tracker.flush()
             tracker.tags(
                 {
-                    "mavin.checkpoint": result.checkpoint,
+                    "mavin.checkpoint": settings.portable(result.checkpoint),
                     "mavin.checkpoint_sha256": result.checkpoint_sha256,
                     "mavin.resumed_from": result.resumed_from or "",
                     "mavin.parent_checkpoint": init_path or "",
@@ -540,10 +543,10 @@ def _run_loop(
                         "adapter": adapter.name,
                         "world_size": dist.world_size,
                         "zero_stage": recipe.zero_stage,
-                        "dataset": {"digest": digest, "latents_index": str(index.root), "encoder": index.encoder},
+                        "dataset": {"digest": digest, "latents_index": settings.portable(index.root), "encoder": index.encoder},
                         "init_checkpoint": init_path,
                         "init_checkpoint_sha256": init_sha,
-                        "resumed_from": str(resume.path) if resume else None,
+                        "resumed_from": settings.portable(resume.path) if resume else None,
                         "losses": losses,
                         "lineage": {**lineage, "git_commit": _git_commit()},
                     }

@@ -36,7 +36,7 @@ def publish_model(
         tags = {  # the names mavin_ops.lineage reads
             "mavin.triton_version": str(published.version),
             "mavin.triton_model": ENTRY_MODEL,
-            "mavin.triton_store": published.uri,
+            "mavin.triton_store": settings.portable(published.uri),
             "mavin.triton_manifest_sha256": published.manifest_sha256,
         }
         mlflow.set_tags(tags)

@@ -7,6 +7,7 @@ import yaml
 
 from mavin_ops.training import cluster
 from mavin_ops.training.__main__ import _parser
+from mavin_ops.training.k8s import TrainJobError, validate_trainjob
 from mavin_ops.training.recipes import RecipeError
 
 SENSITIVE = ("KEY", "SECRET", "PASSWORD", "TOKEN", "TRACKING_URI", "USERNAME")
@@ -36,14 +37,17 @@ def test_trainjob_for_4_nodes_x_8_gpus():
     t = job["spec"]["trainer"]
     assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
     assert t["numNodes"] == 4 and t["numProcPerNode"] == 8
-    assert t["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 8
+    assert t["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
     _check_command(t["command"], "joint", 4, 8, "/mnt/mavin/checkpoints/av")
     assert t["command"][-4:] == ["--release-id", "Rel_42", "--dataset-digest", "ab12.dir"]
     _check_env(t["env"])
-    override = job["spec"]["podTemplateOverrides"][0]
-    assert override["targetJobs"] == [{"name": "node"}]
-    assert {v["name"] for v in override["spec"]["volumes"]} == {"mavin-home", "dshm"}
+    [patch] = job["spec"]["runtimePatches"]
+    [node] = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    pod = node["template"]["spec"]["template"]["spec"]
+    assert node["name"] == "node" and pod["containers"][0]["name"] == "node"
+    assert {v["name"] for v in pod["volumes"]} == {"mavin-home", "dshm"}
     assert yaml.safe_load(cluster.to_yaml(job)) == job
+    validate_trainjob(job)  # the Trainer's published API models accept every field, with its type
 
 
 def test_pytorchjob_master_and_workers():
@@ -56,7 +60,7 @@ def test_pytorchjob_master_and_workers():
     for rep in reps.values():
         [c] = rep["template"]["spec"]["containers"]
         assert c["name"] == "pytorch" and c["image"] == "registry.local/mavin-ops:1"
-        assert c["resources"]["limits"]["nvidia.com/gpu"] == 8
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == "8"
         _check_command(c["command"], "id", 3, 8, None)  # the first stage has no parent checkpoint
         _check_env(c["env"])
         assert {m["mountPath"] for m in c["volumeMounts"]} == {"/mnt/mavin", "/dev/shm"}
@@ -77,3 +81,13 @@ def test_bad_requests_fail_at_render_time():
         cluster.render_trainjob("warmup")
     with pytest.raises(ValueError, match="nodes >= 1 and gpus_per_node >= 1"):
         cluster.ClusterSpec(nodes=0)
+
+
+def test_the_schema_check_refuses_unknown_fields_and_wrong_types():
+    job = cluster.render_trainjob("id", "paper", cluster.ClusterSpec(nodes=1, gpus_per_node=2))
+    old_style = {**job, "spec": {**job["spec"], "podTemplateOverrides": [{"targetJobs": [{"name": "node"}]}]}}
+    with pytest.raises(TrainJobError, match=r"spec.podTemplateOverrides: not in the Trainer API"):
+        validate_trainjob(old_style)  # what the renderer wrote before: the v2.3 schema has no such field
+    wrong = {**job, "spec": {**job["spec"], "trainer": {**job["spec"]["trainer"], "numNodes": "one"}}}
+    with pytest.raises(TrainJobError, match=r"numNodes"):
+        validate_trainjob(wrong)
