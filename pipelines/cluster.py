@@ -61,6 +61,10 @@ class ClusterProfile:
     #: Per step: CPU and memory the pod requests and is limited to, e.g. the ingest shards
     #: ``{ingest_shard: {cpu: "16", memory: 32G}}`` (ingest uses every core it is given).
     resources: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: How the train steps launch their stage: ``{backend: trainjob | local, nodes, gpus_per_node,
+    #: namespace, home_pvc, home_mount, ..., stages: {<stage>: {nodes, gpus_per_node}}}``
+    #: (training/cluster.py: plan_for_stage). Empty: one process in the train step's pod.
+    training: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
 
     @classmethod
@@ -105,6 +109,24 @@ class ClusterProfile:
         gpu_steps = self.gpu.get("steps", [])
         if self.gpu and (not isinstance(gpu_steps, list) or int(self.gpu.get("count", 0)) < 1):
             raise ProfileError(f"cluster profile {self.source}: gpu needs 'steps' (a list) and 'count' >= 1")
+        if self.training:
+            from mavin_ops.training.cluster import plan_for_stage
+            from mavin_ops.training.recipes import STAGES
+
+            home = self.env.get("MAVIN_HOME", "")
+            for stage in STAGES:  # the same parser the train step runs, so a bad plan fails here
+                try:
+                    kind, _ = plan_for_stage(self.training, stage, image=self.image, home=home, where=f"cluster profile {self.source}: training")
+                except ValueError as exc:
+                    raise ProfileError(str(exc)) from None
+            if kind == "trainjob" and "train" in gpu_steps:
+                raise ProfileError(f"cluster profile {self.source}: with training.backend trainjob the train step only submits "
+                                   "and follows the TrainJob; take 'train' out of gpu.steps")
+
+    def launch_env(self) -> str:
+        """``$MAVIN_LAUNCH`` for the train steps (training/launch.py: from_environment)."""
+        secrets = [[env, secret, key] for secret, keys in self.secrets.items() for key, env in keys.items()]
+        return json.dumps({"training": self.training, "image": self.image, "env": dict(self.env), "secrets": secrets}, sort_keys=True)
 
     def platform(self):
         """The per-task hook the pipeline builder applies (pipelines/release.py: Platform)."""
@@ -121,6 +143,10 @@ class ClusterProfile:
                 kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(keys))
             for vol in self.volumes:
                 kubernetes.mount_pvc(task, pvc_name=vol["pvc"], mount_path=vol["mount_path"])
+            if step == "train" and self.training:
+                from mavin_ops.training.launch import LAUNCH_ENV
+
+                task.set_env_variable(LAUNCH_ENV, self.launch_env())
             res = self.resources.get(step, {})
             if "cpu" in res:
                 task.set_cpu_request(str(res["cpu"])).set_cpu_limit(str(res["cpu"]))

@@ -30,7 +30,7 @@ def test_profile_settings_land_in_the_platform_spec(tmp_path):
     assert {e["container"]["image"] for e in executors.values() if "importer" not in e} == {profile.image}
     assert [name for name, e in executors.items() if "importer" in e] == ["exec-importer"]
     validate = next(e for name, e in executors.items() if "validate-data" in name)["container"]
-    assert validate["resources"]["accelerator"]["resourceCount"] == "8"
+    assert validate["resources"]["accelerator"]["resourceCount"] == str(profile.gpu["count"])
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     validate_k8s = next(e for name, e in k8s.items() if "validate-data" in name)
     assert {"key": "mavin-ops/pool", "value": "gpu"} in [
@@ -42,6 +42,41 @@ def test_profile_settings_land_in_the_platform_spec(tmp_path):
         assert spec["pvcMount"][0]["mountPath"] == "/mnt/cache"
     generate_k8s = next(e for name, e in k8s.items() if "generate-data" in name)
     assert "nodeSelector" not in generate_k8s  # only GPU steps go to the GPU pool
+
+
+def test_the_training_plan_reaches_every_train_step_and_a_bad_plan_is_refused_up_front(tmp_path):
+    from mavin_ops.training.launch import LAUNCH_ENV, from_environment
+
+    profile = ClusterProfile.load(DEFAULT_PROFILE)
+    path = cluster.compile_pipeline(profile, tmp_path / "p.yaml")
+    executors = next(yaml.safe_load_all(path.read_text()))["deploymentSpec"]["executors"]
+    trains = [e["container"] for name, e in executors.items() if name.startswith("exec-train")]
+    assert len(trains) == 4
+    for c in trains:
+        [plan] = [e["value"] for e in c.get("env", []) if e["name"] == LAUNCH_ENV]
+        given = json.loads(plan)  # credentials travel only as references to Kubernetes secrets
+        assert all(len(ref) == 3 for ref in given["secrets"]) and not any(cluster.SECRET_LIKE.search(k) for k in given["env"])
+    # What the train step makes of it: a TrainJob of the profile's size, the id stage smaller.
+    import os
+
+    os.environ[LAUNCH_ENV] = plan
+    try:
+        kind, nproc, spec = from_environment("joint", home="/mnt/cache/mavin")
+        assert (kind, nproc, spec.nodes, spec.gpus_per_node, spec.image) == ("trainjob", 1, 4, 8, profile.image)
+        assert from_environment("id", home="/mnt/cache/mavin")[2].nodes == 1
+        assert ["AWS_ACCESS_KEY_ID", "mavin-s3", "access_key"] in [[s.env, s.secret, s.key] for s in spec.secrets]
+    finally:
+        del os.environ[LAUNCH_ENV]
+    for bad, match in (({"backend": "slurm"}, "training.backend: 'slurm'"), ({"nodes": "four"}, "training.nodes: a whole number"),
+                       ({"stages": {"warmup": {"nodes": 1}}}, "training.stages.warmup")):
+        profile = ClusterProfile.load(DEFAULT_PROFILE)
+        profile.training = {**profile.training, **bad}
+        with pytest.raises(ProfileError, match=match):
+            profile.check()
+    profile = ClusterProfile.load(DEFAULT_PROFILE)
+    profile.gpu = {**profile.gpu, "steps": ["train"]}
+    with pytest.raises(ProfileError, match="take 'train' out of gpu.steps"):
+        profile.check()
 
 
 def test_footage_ingest_fans_out_over_shards_with_their_own_resources(tmp_path):

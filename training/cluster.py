@@ -31,7 +31,7 @@ from .recipes import get_recipe, previous_stage
 #: Who owns the runtime patch in a TrainJob (the Trainer keys patches by manager).
 RUNTIME_PATCH_MANAGER = "mavin-ops.io/release"
 
-__all__ = ["ClusterSpec", "SecretEnv", "job_name", "launch_command", "render_pytorchjob", "render_trainjob", "to_yaml"]
+__all__ = ["ClusterSpec", "SecretEnv", "job_name", "launch_command", "plan_for_stage", "render_pytorchjob", "render_trainjob", "to_yaml"]
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,69 @@ class ClusterSpec:
     node_selector: dict[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     secrets: tuple[SecretEnv, ...] = DEFAULT_SECRETS
     backoff_limit: int = 3  # retries resume from the newest checkpoint
+    #: MAVIN_HOME inside the job (default: the volume's mount path); must lie on that volume.
+    home: str = ""
+    #: Plain (non-secret) environment for the trainer, e.g. the MLflow server's address.
+    env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.gpus_per_node < 1:
             raise ValueError(f"a cluster job needs nodes >= 1 and gpus_per_node >= 1, got {self.nodes} x {self.gpus_per_node}")
+        home = self.home or self.home_mount
+        if home != self.home_mount and not home.startswith(self.home_mount.rstrip("/") + "/"):
+            raise ValueError(f"MAVIN_HOME {home} is not on the shared volume mounted at {self.home_mount}")
+
+    @property
+    def state_folder(self) -> str:
+        return self.home or self.home_mount
+
+
+#: What a cluster profile's ``training`` section may set (pipelines/cluster.py), and per stage.
+PLAN_FIELDS = ("backend", "nodes", "gpus_per_node", "namespace", "runtime", "home_pvc", "home_mount", "shm_size", "cpu", "memory",
+               "gpu_resource", "node_selector", "backoff_limit", "stages")
+STAGE_FIELDS = ("nodes", "gpus_per_node")
+
+
+def plan_for_stage(plan: dict[str, Any], stage: str, *, image: str = "", home: str = "", env: dict[str, str] | None = None,
+                   secrets: tuple[SecretEnv, ...] | None = None, where: str = "training") -> tuple[str, ClusterSpec | None]:
+    """(backend, cluster size) of ``stage`` from a launch plan: a profile's ``training``
+    section, ``{backend, nodes, gpus_per_node, ..., stages: {<stage>: {nodes, gpus_per_node}}}``.
+    An empty plan is ("", None): the launcher picks by process count. Raises ValueError
+    naming the field (``where``) for anything it does not know."""
+    from .launch import BACKENDS
+    from .recipes import STAGES
+
+    if not plan:
+        return "", None
+    if not isinstance(plan, dict):
+        raise ValueError(f"{where}: a mapping of {', '.join(PLAN_FIELDS)}")
+    unknown = sorted(set(plan) - set(PLAN_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(PLAN_FIELDS)}")
+    backend = str(plan.get("backend", "trainjob"))
+    if backend not in BACKENDS:
+        raise ValueError(f"{where}.backend: '{backend}' is not one of {', '.join(BACKENDS)}")
+    stages = plan.get("stages") or {}
+    for name, over in stages.items():
+        if name not in STAGES or not isinstance(over, dict) or set(over) - set(STAGE_FIELDS):
+            raise ValueError(f"{where}.stages.{name}: a stage of {', '.join(STAGES)} with only {', '.join(STAGE_FIELDS)}")
+    fields_ = {k: v for k, v in plan.items() if k not in ("backend", "stages")}
+    fields_.update(stages.get(stage, {}))
+    for key in ("nodes", "gpus_per_node", "backoff_limit"):
+        if key in fields_ and (not isinstance(fields_[key], int) or isinstance(fields_[key], bool)):
+            raise ValueError(f"{where}.{key}: a whole number, got {fields_[key]!r}")
+    if image:
+        fields_["image"] = image
+    if home:
+        fields_["home"] = home
+    if env:
+        fields_["env"] = dict(env)
+    if secrets is not None:
+        fields_["secrets"] = tuple(secrets)
+    try:
+        return backend, ClusterSpec(**fields_)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _dns(text: str) -> str:
@@ -133,11 +192,13 @@ def launch_command(
 
 def _env(spec: ClusterSpec) -> list[dict[str, Any]]:
     plain = [
-        {"name": "MAVIN_HOME", "value": spec.home_mount},
-        {"name": "TORCH_EXTENSIONS_DIR", "value": f"{spec.home_mount}/torch_extensions"},
+        {"name": "MAVIN_HOME", "value": spec.state_folder},
+        {"name": "TORCH_EXTENSIONS_DIR", "value": f"{spec.state_folder}/torch_extensions"},
         {"name": "NCCL_DEBUG", "value": "WARN"},
         {"name": "DVC_NO_ANALYTICS", "value": "1"},
     ]
+    fixed = {e["name"] for e in plain} | {s.env for s in spec.secrets}
+    plain += [{"name": k, "value": str(v)} for k, v in spec.env.items() if k not in fixed]
     return plain + [s.to_k8s() for s in spec.secrets]
 
 

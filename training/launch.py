@@ -37,7 +37,7 @@ from .trainer import StageResult, TrainError, train_stage
 if TYPE_CHECKING:  # pragma: no cover
     from .cluster import ClusterSpec
 
-__all__ = ["BACKENDS", "StageLaunch", "launch"]
+__all__ = ["BACKENDS", "LAUNCH_ENV", "StageLaunch", "from_environment", "launch", "result_from_checkpoint"]
 
 BACKENDS = ("inprocess", "local", "trainjob")
 #: Variables an in-process run may have set for its world of one; a child world sets its own.
@@ -125,6 +125,33 @@ def _local(spec: StageLaunch, log_dir: Path, timeout_s: float | None) -> StageRe
     meta = ckpt.load_json(res["checkpoint"], "meta.json")
     known = {f.name for f in fields(StageResult)}
     return StageResult(**{k: v for k, v in res.items() if k in known}, losses=list(meta.get("losses", [])))
+
+
+#: The environment variable a cluster profile sets on the train steps (pipelines/cluster.py):
+#: JSON ``{"training": <the profile's training section>, "image": ..., "env": {...},
+#: "secrets": [[ENV, secret, key], ...]}``.
+LAUNCH_ENV = "MAVIN_LAUNCH"
+
+
+def from_environment(stage: str, home: str, procs: int = 1) -> tuple[str, int, "ClusterSpec | None"]:
+    """(backend, processes, cluster) for ``stage`` from ``$MAVIN_LAUNCH``; without it, the
+    launcher picks by ``procs`` (inprocess or local). A ``local`` plan runs one process per
+    GPU of the step's own pod (``gpus_per_node``)."""
+    from .cluster import SecretEnv, plan_for_stage
+
+    raw = os.environ.get(LAUNCH_ENV, "")
+    if not raw:
+        return "", max(1, procs), None
+    try:
+        given = json.loads(raw)
+        secrets = tuple(SecretEnv(*x) for x in given.get("secrets", [])) if "secrets" in given else None
+        kind, cluster = plan_for_stage(given.get("training") or {}, stage, image=given.get("image", ""), home=home,
+                                       env=given.get("env") or {}, secrets=secrets, where=f"${LAUNCH_ENV} training")
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise TrainError(f"${LAUNCH_ENV} is not a launch plan: {exc}") from None
+    if kind == "local" and cluster is not None:
+        return kind, cluster.gpus_per_node, None
+    return kind, (1 if kind in ("inprocess", "trainjob") else max(1, procs)), cluster
 
 
 def _trainjob(spec: StageLaunch, cluster: "ClusterSpec | None", timeout_s: float | None, apis: tuple | None) -> StageResult:

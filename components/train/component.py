@@ -24,7 +24,9 @@ def train(
     """Train ``stage`` (id | multishot | av | joint) of ``preset`` on ``dataset``, starting from
     ``parent_checkpoint`` (the previous stage's output; not given for ``id``). ``steps`` > 0
     overrides the recipe's step count; ``procs`` > 1 trains with that many local processes
-    (training/launch.py: torchrun, gloo on CPU, NCCL on GPUs). The working checkpoints live under
+    (training/launch.py: torchrun, gloo on CPU, NCCL on GPUs). On a cluster the profile's
+    launch plan (``$MAVIN_LAUNCH``) decides instead: a TrainJob of N nodes x G GPUs that this
+    step submits and follows (training/k8s.py), or G local processes on the step's own pod. The working checkpoints live under
     ``$MAVIN_HOME/runs/<release>/train/<stage>`` so a retried task resumes; the final
     checkpoint is copied to ``checkpoint.path``. Logs a nested MLflow run ``train_<stage>``.
 
@@ -37,15 +39,19 @@ def train(
     from mavin_ops import settings, tracking
     from mavin_ops.data import validate
     from mavin_ops.training import checkpoint as ckpt
-    from mavin_ops.training.launch import StageLaunch, launch
+    from mavin_ops.training.launch import StageLaunch, from_environment, launch
 
     record = validate.quarantine_record(dataset.path)  # what validation left out of this dataset
     key = tracking.release_key(release_id, kfp_run_id)
     workdir = settings.home() / "runs" / key / "train" / stage
-    spec = StageLaunch(stage, preset, dataset=dataset.path, out_dir=str(workdir), nproc=max(1, procs),
+    # The cluster profile's launch plan ($MAVIN_LAUNCH) picks the backend and size; without
+    # one, procs does (in this process, or torchrun on this machine).
+    kind, nproc, cluster = from_environment(stage, str(settings.home()), procs)
+    spec = StageLaunch(stage, preset, dataset=dataset.path, out_dir=str(workdir), nproc=nproc,
                        init_checkpoint=parent_checkpoint.path if parent_checkpoint is not None else None,
-                       steps=steps if steps > 0 else 0, dataset_digest=dataset_digest, release_id=release_id, kfp_run_id=kfp_run_id)
-    result = launch(spec, log_dir=workdir.parent / f".{stage}.ranks")
+                       steps=steps if steps > 0 else 0, dataset_digest=dataset_digest, release_id=release_id, kfp_run_id=kfp_run_id,
+                       kind=kind)
+    result = launch(spec, log_dir=workdir.parent / f".{stage}.ranks", cluster=cluster)
     if result.run_id:
         c = tracking.client()
         quarantine = {"mavin.dataset_validated": "true" if record is not None else "false"}
