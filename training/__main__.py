@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--kfp-run-id", default="")
     t.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     t.add_argument("--zero-stage", type=int, default=None, help="override the recipe's ZeRO stage (0, 1, 2)")
+    t.add_argument("--accum", type=int, default=None, help="override the recipe's micro-batches per optimizer step on each process")
     t.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     t.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto")
 
@@ -83,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
             dataset_digest=args.dataset_digest,
             dataset_name=args.dataset_name,
             latents_dir=args.latents,
-            overrides={"steps": args.steps, "zero_stage": args.zero_stage},
+            overrides={"steps": args.steps, "zero_stage": args.zero_stage, "accum": args.accum},
             release_id=args.release_id,
             kfp_run_id=args.kfp_run_id,
             track=not args.no_track,

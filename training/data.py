@@ -143,8 +143,9 @@ def _fsync_write(path: Path, data: bytes) -> None:
 
 
 def read_index(root: str | os.PathLike) -> LatentIndex:
-    """Read a precomputed folder's ``index.json``."""
-    root = Path(root)
+    """Read a precomputed folder's ``index.json`` (a path, or the ``mavin-home:/`` reference a
+    run's ``latents_index`` param holds)."""
+    root = settings.local_path(root)
     path = root / INDEX
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -408,23 +409,33 @@ class BatchSchedule:
         self._grow(g)
         return self.names[self._plan[g][0]]
 
-    def batch(self, step: int, rank: int = 0) -> list[int]:
-        """Clip indices of the micro-batch for 0-based ``step`` on ``rank``."""
-        g = step * self.world_size + rank
+    def micro_index(self, step: int, rank: int = 0, micro: int = 0, accum: int = 1) -> int:
+        """The global micro-batch number of (step, micro-batch ``micro`` of ``accum``, rank):
+        ``(step * accum + micro) * world_size + rank``. The same number whatever the split
+        between processes and accumulation, so the same clips (and the same noise) go into
+        an optimizer step either way."""
+        return (step * accum + micro) * self.world_size + rank
+
+    def batch(self, step: int, rank: int = 0, micro: int = 0, accum: int = 1) -> list[int]:
+        """Clip indices of the micro-batch for 0-based ``step`` on ``rank`` (micro-batch
+        ``micro`` of ``accum`` within the step)."""
+        g = self.micro_index(step, rank, micro, accum)
         self._grow(g)
         j, k = self._plan[g]
         return list(self.streams[j].get(k))
 
 
 class StepBatchSampler:
-    """A torch batch sampler that yields this rank's batches for steps [start, stop)."""
+    """A torch batch sampler that yields this rank's micro-batches for steps [start, stop),
+    ``accum`` per step."""
 
-    def __init__(self, schedule: BatchSchedule, rank: int, start: int, stop: int):
-        self.schedule, self.rank, self.start, self.stop = schedule, rank, start, stop
+    def __init__(self, schedule: BatchSchedule, rank: int, start: int, stop: int, accum: int = 1):
+        self.schedule, self.rank, self.start, self.stop, self.accum = schedule, rank, start, stop, accum
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.stop):
-            yield self.schedule.batch(step, self.rank)
+            for micro in range(self.accum):
+                yield self.schedule.batch(step, self.rank, micro, self.accum)
 
     def __len__(self) -> int:
-        return max(0, self.stop - self.start)
+        return max(0, self.stop - self.start) * self.accum

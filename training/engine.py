@@ -109,7 +109,7 @@ def ds_config(recipe: Any, dist: DistInfo) -> dict[str, Any]:
     bf16 = bool(recipe.bf16) and dist.device.type == "cuda"
     return {
         "train_micro_batch_size_per_gpu": int(recipe.batch),
-        "gradient_accumulation_steps": 1,
+        "gradient_accumulation_steps": int(getattr(recipe, "accum", 1)),
         "gradient_clipping": float(recipe.grad_clip),
         "zero_optimization": {"stage": int(recipe.zero_stage)},
         "bf16": {"enabled": bf16},
@@ -282,6 +282,19 @@ def grad_norm(engine, named_trainable: Sequence[tuple[str, torch.nn.Parameter]],
         return None
     sq = [p.grad.detach().float().pow(2).sum() for _, p in named_trainable if p.grad is not None]
     return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+
+
+def rank_digests(named_trainable: Sequence[tuple[str, torch.nn.Parameter]], dist: DistInfo) -> list[str]:
+    """The sha256 of the trained parameters as each rank holds them, rank by rank (data
+    parallelism means they are equal; a checkpoint records it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(named_trainable, key=lambda x: x[0]):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    mine = torch.tensor(list(h.digest()), dtype=torch.int64)
+    return [bytes(t.tolist()).hex() for t in _gather(mine, dist)] if dist.world_size > 1 else [h.hexdigest()]
 
 
 # --------------------------------------------------------------------------- RNG

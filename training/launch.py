@@ -60,6 +60,7 @@ class StageLaunch:
     release_id: str = ""
     kfp_run_id: str = ""
     track: bool = True
+    accum: int = 0  # > 0 overrides the recipe's micro-batches per optimizer step
     #: "" picks by size: inprocess for one process, local for more; "trainjob" for a cluster.
     kind: str = ""
 
@@ -83,7 +84,7 @@ def launch(spec: StageLaunch, *, log_dir: str | os.PathLike | None = None, timeo
         return _trainjob(spec, cluster, timeout_s, apis)
     if spec.backend == "inprocess":
         return train_stage(spec.stage, spec.preset, dataset=spec.dataset, out_dir=spec.out_dir, init_checkpoint=spec.init_checkpoint,
-                           overrides={"steps": spec.steps} if spec.steps else None, dataset_digest=spec.dataset_digest,
+                           overrides={"steps": spec.steps or None, "accum": spec.accum or None}, dataset_digest=spec.dataset_digest,
                            release_id=spec.release_id, kfp_run_id=spec.kfp_run_id, track=spec.track, progress=False)
     return _local(spec, Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"mavin-{spec.stage}-ranks-")), timeout_s)
 
@@ -95,7 +96,8 @@ def _local(spec: StageLaunch, log_dir: Path, timeout_s: float | None) -> StageRe
            "-m", "mavin_ops.training", "train", "--stage", spec.stage, "--preset", spec.preset, "--dataset", str(spec.dataset),
            "--out", str(spec.out_dir), "--progress", "lines"]
     for flag, value in (("--init", spec.init_checkpoint), ("--dataset-digest", spec.dataset_digest), ("--release-id", spec.release_id),
-                        ("--kfp-run-id", spec.kfp_run_id), ("--steps", str(spec.steps) if spec.steps else None)):
+                        ("--kfp-run-id", spec.kfp_run_id), ("--steps", str(spec.steps) if spec.steps else None),
+                        ("--accum", str(spec.accum) if spec.accum else None)):
         if value:
             cmd += [flag, str(value)]
     if not spec.track:

@@ -98,6 +98,10 @@ class StageRecipe:
     trainable: tuple[str, ...]
     steps: int
     batch: int  # micro-batch per process
+    #: Micro-batches per optimizer step on each process (gradient accumulation). The global
+    #: batch is ``batch * accum * world size``: one process with ``accum`` 2 takes the same
+    #: steps as two processes with ``accum`` 1 (same clips, same noise; tests check it).
+    accum: int = 1
     lr: float = 5e-5
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
@@ -136,7 +140,7 @@ class StageRecipe:
                 )
         if not self.trainable:
             raise RecipeError(f"recipe {self.stage}/{self.preset}: no trainable parameter group; name at least one")
-        for name in ("steps", "batch", "keep_last", "log_every"):
+        for name in ("steps", "batch", "accum", "keep_last", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise RecipeError(f"recipe {self.stage}/{self.preset}: {name} must be >= 1, got {getattr(self, name)}")
         if self.checkpoint_every < 0:

@@ -140,6 +140,11 @@ def _loop_seed(seed: int, stage: str, rank: int) -> int:
     return (seed * 1_000_003 + (STAGES.index(stage) + 1) * 7919 + rank * 104_729) % (2**31 - 1)
 
 
+def _micro_seed(seed: int, stage: str, micro_index: int) -> int:
+    """The seed of the noise of global micro-batch ``micro_index`` (see BatchSchedule.micro_index)."""
+    return (seed * 1_000_003 + (STAGES.index(stage) + 1) * 7919 + micro_index * 104_729 + 17) % (2**31 - 1)
+
+
 def _seed_all(seed: int) -> None:
     import random
 
@@ -505,20 +510,21 @@ def _run_loop(
             say(f"[train {stage}] checkpoint {resume.path} was written with another world size; RNG reseeded, losses will differ")
             _seed_all(_loop_seed(recipe.seed, stage, dist.rank) + start)
         engine.global_steps = start
-        engine.global_samples = start * recipe.batch * dist.world_size
+        engine.global_samples = start * recipe.batch * recipe.accum * dist.world_size
         say(f"[train {stage}] resuming from {resume.path} (step {start}/{recipe.steps})")
     else:
         _seed_all(_loop_seed(recipe.seed, stage, dist.rank))
         where = f"from {init.path}" if init else "from initial weights"
         say(f"[train {stage}] starting {where}")
     say(
-        f"[train {stage}] {recipe.preset}: {recipe.steps} steps, batch {recipe.batch} x {dist.world_size} ranks, "
+        f"[train {stage}] {recipe.preset}: {recipe.steps} steps, batch {recipe.batch} x {recipe.accum} micro-batches x {dist.world_size} ranks, "
         f"ZeRO {recipe.zero_stage}, {dist.backend}; training {n_train:,} of {n_all:,} parameters ({', '.join(recipe.trainable)})"
     )
 
     def save(completed: int) -> ckpt.CheckpointInfo | None:
         opt_state = eng.gather_optimizer_state(engine, named_trainable, dist)
         rng_state = eng.gather_rng_state(dist)
+        digests = eng.rank_digests(named_trainable, dist)  # every rank's trained parameters, hashed
         info = None
         if dist.is_main:
             model_state = {k: v.detach().cpu().clone() for k, v in _persisted_state(engine.module, adapter).items()}
@@ -542,6 +548,7 @@ def _run_loop(
                         "model": adapter.config(),
                         "adapter": adapter.name,
                         "world_size": dist.world_size,
+                        "rank_param_sha256": digests,
                         "zero_stage": recipe.zero_stage,
                         "dataset": {"digest": digest, "latents_index": settings.portable(index.root), "encoder": index.encoder},
                         "init_checkpoint": init_path,
@@ -561,7 +568,7 @@ def _run_loop(
     schedule = tdata.BatchSchedule(index, recipe.mixture, recipe.batch, recipe.seed, dist.world_size)
     loader = torch.utils.data.DataLoader(
         tdata.LatentDataset(index),
-        batch_sampler=tdata.StepBatchSampler(schedule, dist.rank, start, recipe.steps),
+        batch_sampler=tdata.StepBatchSampler(schedule, dist.rank, start, recipe.steps, recipe.accum),
         collate_fn=adapter.collate,
         num_workers=0,
         generator=torch.Generator().manual_seed(recipe.seed),
@@ -587,30 +594,39 @@ def _run_loop(
                 save(step)
                 raise SystemExit(EXIT_SIGTERM)
             t0 = time.perf_counter()
-            batch = _to_device(next(batches), dist.device)
-            parts = adapter.losses(engine, batch)
-            if "loss" in parts:  # the model weighted its towers itself: it must be the recipe's weighting
-                loss = parts["loss"]
-                if step == start and not hasattr(adapter, "loss_weights"):
-                    _check_weighting(loss, parts, wv, wa, stage)
-            else:
-                loss = wv * parts["video"] + wa * parts["audio"]
-            if not torch.isfinite(loss):
-                raise TrainError(f"stage {stage}: the loss is {loss.item()} at step {step + 1}; lower the lr or check the data")
             lr = eng.set_lr(engine, recipe.lr_at(step))
-            engine.backward(loss)
-            gnorm = eng.grad_norm(engine, named_trainable, after_step=False)
-            engine.step()
+            sums, n, gnorm = [0.0, 0.0, 0.0], 0, None
+            for micro in range(recipe.accum):  # DeepSpeed steps the optimizer after the last one
+                batch = _to_device(next(batches), dist.device)
+                # The noise of a micro-batch follows from its global number alone, so a step
+                # draws the same noise on 1 process x accum 2 as on 2 processes x accum 1.
+                g = schedule.micro_index(step, dist.rank, micro, recipe.accum)
+                parts = adapter.losses(engine, batch, generator=torch.Generator().manual_seed(_micro_seed(recipe.seed, stage, g)))
+                if "loss" in parts:  # the model weighted its towers itself: it must be the recipe's weighting
+                    loss = parts["loss"]
+                    if step == start and micro == 0 and not hasattr(adapter, "loss_weights"):
+                        _check_weighting(loss, parts, wv, wa, stage)
+                else:
+                    loss = wv * parts["video"] + wa * parts["audio"]
+                if not torch.isfinite(loss):
+                    raise TrainError(f"stage {stage}: the loss is {loss.item()} at step {step + 1}; lower the lr or check the data")
+                engine.backward(loss)
+                if micro == recipe.accum - 1:
+                    gnorm = eng.grad_norm(engine, named_trainable, after_step=False)
+                engine.step()
+                for i, v in enumerate((loss.item(), parts["video"].item(), parts["audio"].item())):
+                    sums[i] += v / recipe.accum
+                n += _batch_size(batch, recipe.batch)
             gnorm = gnorm if gnorm is not None else eng.grad_norm(engine, named_trainable, after_step=True)
             if step == 0 and gnorm == 0.0:
                 raise TrainError(
                     f"stage {stage}: no trainable parameter ({', '.join(recipe.trainable)}) received a gradient at step 1; "
                     "with a freshly initialized adaLN-Zero model train the backbone too ('all') or start from a trained checkpoint"
                 )
-            total, video, audio = eng.all_reduce_mean([loss.item(), parts["video"].item(), parts["audio"].item()], dist)
+            total, video, audio = eng.all_reduce_mean(sums, dist)
             dt = time.perf_counter() - t0
             step += 1
-            n = _batch_size(batch, recipe.batch) * dist.world_size
+            n *= dist.world_size
             if step > start + 1 or recipe.steps - start == 1:  # the first step pays one-off costs
                 timed_samples += n
                 timed_seconds += dt

@@ -40,3 +40,26 @@ def test_a_failing_rank_fails_the_launch_with_its_error_and_log(debug_dataset, t
 def test_one_process_runs_in_this_process(debug_dataset, tmp_path):
     res = launch(StageLaunch("id", "debug", dataset=str(debug_dataset), out_dir=str(tmp_path / "id"), steps=1, track=False))
     assert res.world_size == 1 and res.step == 1
+
+
+def test_two_processes_take_the_same_steps_as_one_process_accumulating_two_micro_batches(debug_dataset, tmp_path):
+    """Same global batch (2 micro-batches per step), same seed: 1 process x accum 2 and 2
+    processes x accum 1 see the same clips and the same noise, so they end at the same
+    parameters (up to float summation order); both ranks hold identical parameters."""
+    import torch
+
+    common = dict(dataset=str(debug_dataset), steps=3, track=False)
+    one = launch(StageLaunch("id", "debug", out_dir=str(tmp_path / "one"), accum=2, **common))
+    two = launch(StageLaunch("id", "debug", out_dir=str(tmp_path / "two"), nproc=2, **common), log_dir=tmp_path / "ranks", timeout_s=600)
+    meta = ckpt.load_json(two.checkpoint, "meta.json")
+    assert meta["world_size"] == 2 and len(meta["rank_param_sha256"]) == 2 and len(set(meta["rank_param_sha256"])) == 1
+    assert ckpt.load_json(one.checkpoint, "meta.json")["recipe"]["accum"] == 2
+    a, b = (ckpt.load_tensors(r.checkpoint, "model.safetensors") for r in (one, two))
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max() / (a[k].abs().max() + 1e-12)) for k in a if a[k].is_floating_point())
+    assert worst < 1e-4, f"largest relative parameter difference {worst:.2e}"
+    for x, y in zip(one.losses, two.losses):
+        assert abs(x["loss"] - y["loss"]) <= 1e-4 * max(1.0, abs(x["loss"])), (one.losses, two.losses)
+    assert len(one.losses) == 3 and torch.isfinite(torch.tensor([x["loss"] for x in one.losses])).all()
+    init = ckpt.load_json(one.checkpoint, "meta.json")  # the steps did move the parameters (not two untouched copies)
+    assert init["losses"][0]["loss"] != init["losses"][-1]["loss"]
