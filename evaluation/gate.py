@@ -330,10 +330,10 @@ def load_champion(model_name: str, tracking_uri: str | None = None, alias: str =
         raise
     where = str(mv.tags.get(METRICS_TAG) or "")
     try:
-        if where and "://" not in where and Path(where).exists():
-            source, path = where, Path(where)
-        else:
-            tmp = tempfile.mkdtemp(prefix="mavin-champion-")
+        local = _local_metrics(where)
+        if local is not None:
+            return Champion(model_name, str(mv.version), mv.run_id, where, read_metrics(local))
+        with tempfile.TemporaryDirectory(prefix="mavin-champion-") as tmp:  # a download, removed after reading
             if where:
                 source = where
                 path = Path(mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=tmp, tracking_uri=uri))
@@ -347,11 +347,25 @@ def load_champion(model_name: str, tracking_uri: str | None = None, alias: str =
             else:
                 return Champion(model_name, str(mv.version), None, "", None,
                                 f"champion {model_name} v{mv.version} has no run and no '{METRICS_TAG}' tag; tag the version with its metrics.json location")
-        return Champion(model_name, str(mv.version), mv.run_id, source, read_metrics(path))
+            return Champion(model_name, str(mv.version), mv.run_id, source, read_metrics(path))
     except (MlflowException, OSError, MetricsFileError) as exc:
         msg = " ".join(str(exc).split())
         return Champion(model_name, str(mv.version), mv.run_id, where, None,
                         f"cannot read the metrics.json of champion {model_name} v{mv.version}: {msg}")
+
+
+def _local_metrics(where: str) -> Path | None:
+    """The champion's metrics.json on this machine when its tag names a local file (a path or
+    a ``mavin-home:/`` reference into the state folder), else None (download it)."""
+    from mavin_ops import settings
+
+    if not where or ("://" in where and not where.startswith("file://")):
+        return None
+    try:
+        path = settings.local_path(where)
+    except ValueError:
+        return None
+    return path if path.exists() else None
 
 
 # --------------------------------------------------------------------------- decision

@@ -394,6 +394,33 @@ def test_champion_metrics_path_tag_is_used(kit, tmp_path, policy_file, model_nam
     assert not G.run_gate(metrics, policy_file, tmp_path / "gate", model_name=model_name).passed
 
 
+def test_champion_metrics_under_the_state_folder_are_read_there_and_downloads_leave_nothing(kit, tmp_path, model_name, monkeypatch):
+    import tempfile
+
+    from mavin_ops import registry, settings
+
+    doc = kit.metrics_doc({"sta": [0.97] * N, "tams": [0.9] * N})
+    inside = settings.home() / "pipelines" / "p1" / "evaluate" / "metrics.json"
+    inside.parent.mkdir(parents=True)
+    inside.write_text(json.dumps(doc))
+    version = registry.register_version(model_name, str(inside.parent), tags={G.METRICS_TAG: str(inside)})
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(settings.tracking_uri())
+    assert client.get_model_version(model_name, version).tags[G.METRICS_TAG] == "mavin-home:/pipelines/p1/evaluate/metrics.json"
+    client.set_registered_model_alias(model_name, G.CHAMPION_ALIAS, version)
+    champ = G.load_champion(model_name)
+    assert champ.error is None and champ.source.startswith("mavin-home:/") and champ.metrics is not None
+
+    other = model_name + "-run"  # metrics only as a run artifact: downloaded into a temporary folder, then removed
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    _register_champion(doc, tmp_path, other)
+    champ = G.load_champion(other)
+    assert champ.error is None and champ.metrics is not None
+    assert not list((tmp_path / "tmp").glob("mavin-champion-*")), "the downloaded champion metrics were left behind"
+
+
 def test_unreadable_champion_metrics_fail_the_gate(kit, tmp_path, policy_file, model_name):
     from mlflow.tracking import MlflowClient
 
