@@ -45,7 +45,9 @@ __all__ = [
     "MANIFEST",
     "CheckpointError",
     "CheckpointInfo",
+    "begin_checkpoint",
     "checkpoint_dirs",
+    "commit_checkpoint",
     "copy_checkpoint",
     "find_resumable",
     "load_json",
@@ -54,6 +56,7 @@ __all__ = [
     "prune",
     "save_checkpoint",
     "verify_checkpoint",
+    "write_tensor_file",
 ]
 
 MANIFEST = "MANIFEST.json"
@@ -114,6 +117,53 @@ def step_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
+def begin_checkpoint(root: str | os.PathLike, step: int, token: str | None = None) -> Path:
+    """The temporary folder a checkpoint of ``step`` is written into (``.tmp-step-N-<token>``).
+    Every writer of one checkpoint passes the same ``token`` (the ranks of a sharded save get
+    it from rank 0), so they all write into one folder; without one it is unique to this call."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{step_name(step)}-{token or f'{os.getpid()}-{uuid.uuid4().hex[:8]}'}"
+    tmp.mkdir(exist_ok=token is not None)
+    return tmp
+
+
+def write_tensor_file(tmp: Path, name: str, tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write one safetensors file into a checkpoint being written and fsync it; returns its
+    manifest entry (sha256, bytes)."""
+    from safetensors.torch import save_file
+
+    if not name.endswith(".safetensors"):
+        raise ValueError(f"tensor file '{name}' must end with .safetensors")
+    path = Path(tmp) / name
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=metadata)
+    _fsync_file(path)
+    return {"sha256": _sha256(path), "bytes": path.stat().st_size}
+
+
+def commit_checkpoint(root: str | os.PathLike, step: int, tmp: Path, files: dict[str, dict[str, Any]],
+                      keep_last: int | None = None) -> CheckpointInfo:
+    """Finish a checkpoint whose ``files`` (name -> manifest entry) are written and durable
+    in ``tmp``: MANIFEST.json last, then the rename to ``step-N`` (an atomic swap when that
+    step exists), then the parent folder fsynced. One writer (rank 0) calls it."""
+    root, tmp = Path(root), Path(tmp)
+    manifest = {"format": FORMAT, "step": int(step), "created": time.time(), "files": dict(files)}
+    _write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    _fsync_dir(tmp)
+    final = root / step_name(step)
+    if final.exists():  # the same step saved again (e.g. SIGTERM right after a periodic save)
+        # one atomic swap (renameat2 RENAME_EXCHANGE): the step name never goes missing; the
+        # old copy, now under the .tmp- name, is deleted (or by prune if we die first)
+        replace_dir(tmp, final, trash_prefix=f".tmp-replaced-{step_name(step)}-")
+    else:
+        os.rename(tmp, final)
+    _fsync_dir(root)
+    info = CheckpointInfo(final, int(step), manifest)
+    if keep_last:
+        prune(root, keep_last)
+    return info
+
+
 def save_checkpoint(
     root: str | os.PathLike,
     step: int,
@@ -123,6 +173,8 @@ def save_checkpoint(
     keep_last: int | None = None,
     tensor_metadata: dict[str, dict[str, str]] | None = None,
     on_file_written: Callable[[Path], None] | None = None,
+    tmp: Path | None = None,
+    written: dict[str, dict[str, Any]] | None = None,
 ) -> CheckpointInfo:
     """Write a checkpoint for ``step`` atomically and return it.
 
@@ -130,25 +182,18 @@ def save_checkpoint(
     maps a file name (``*.json``) to JSON-able data. ``tensor_metadata`` adds string metadata to
     a tensor file's safetensors header. ``keep_last`` prunes older complete checkpoints
     afterwards. ``on_file_written`` is called after each file is durable (the
-    fault tests use it to kill the writer half way)."""
-    from safetensors.torch import save_file
-
+    fault tests use it to kill the writer half way). ``tmp`` and ``written``: a folder from
+    :func:`begin_checkpoint` that other writers (ranks) already put files into, and their
+    manifest entries; the manifest then lists those files too."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{step_name(step)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    files: dict[str, dict[str, Any]] = {}
+    own = tmp is None
+    tmp = begin_checkpoint(root, step) if own else Path(tmp)
+    files: dict[str, dict[str, Any]] = dict(written or {})
     try:
         for name, tdict in tensors.items():
-            if not name.endswith(".safetensors"):
-                raise ValueError(f"tensor file '{name}' must end with .safetensors")
-            path = tmp / name
-            meta = (tensor_metadata or {}).get(name)
-            save_file({k: v.detach().contiguous().cpu() for k, v in tdict.items()}, str(path), metadata=meta)
-            _fsync_file(path)
-            files[name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+            files[name] = write_tensor_file(tmp, name, tdict, (tensor_metadata or {}).get(name))
             if on_file_written:
-                on_file_written(path)
+                on_file_written(tmp / name)
         for name, data in json_files.items():
             if not name.endswith(".json") or name == MANIFEST:
                 raise ValueError(f"JSON file '{name}' must end with .json and not be {MANIFEST}")
@@ -157,24 +202,13 @@ def save_checkpoint(
             files[name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
             if on_file_written:
                 on_file_written(path)
-        manifest = {"format": FORMAT, "step": int(step), "created": time.time(), "files": files}
-        _write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-        _fsync_dir(tmp)
-        final = root / step_name(step)
-        if final.exists():  # the same step saved again (e.g. SIGTERM right after a periodic save)
-            # one atomic swap (renameat2 RENAME_EXCHANGE): the step name never goes missing; the
-            # old copy, now under the .tmp- name, is deleted (or by prune if we die first)
-            replace_dir(tmp, final, trash_prefix=f".tmp-replaced-{step_name(step)}-")
-        else:
-            os.rename(tmp, final)
-        _fsync_dir(root)
+        missing = [n for n in files if not (tmp / n).is_file()]
+        if missing:
+            raise CheckpointError(f"checkpoint of step {step}: {', '.join(missing)} not in {tmp}; another writer did not finish")
+        return commit_checkpoint(root, step, tmp, files, keep_last)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    info = CheckpointInfo(final, int(step), manifest)
-    if keep_last:
-        prune(root, keep_last)
-    return info
 
 
 def checkpoint_dirs(root: str | os.PathLike) -> list[tuple[int, Path]]:

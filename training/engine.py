@@ -27,6 +27,8 @@ __all__ = [
     "any_rank",
     "build_engine",
     "ds_config",
+    "ShardedOptimizerState",
+    "gather_bytes",
     "gather_optimizer_state",
     "gather_rng_state",
     "grad_norm",
@@ -34,6 +36,9 @@ __all__ = [
     "rank_env",
     "restore_rng_state",
     "setup_distributed",
+    "shard_optimizer_state",
+    "shared_token",
+    "sharded",
 ]
 
 _RANK_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -183,10 +188,12 @@ def _flat_mode(engine) -> bool:
 
 
 @torch.no_grad()
-def gather_optimizer_state(engine, named_trainable: Sequence[tuple[str, torch.nn.Parameter]], dist: DistInfo) -> dict[str, torch.Tensor]:
+def gather_optimizer_state(engine, named_trainable: Sequence[tuple[str, torch.nn.Parameter]], dist: DistInfo,
+                           keys: Sequence[str] = ("exp_avg", "exp_avg_sq", "master")) -> dict[str, torch.Tensor]:
     """Full fp32 AdamW state on rank 0 (an empty dict elsewhere): ``exp_avg.<name>``,
     ``exp_avg_sq.<name>`` per trainable parameter, ``master.<name>`` (fp32 master weights,
-    ZeRO 1/2) and ``step``. Every rank must call it (collectives), in the same order."""
+    ZeRO 1/2) and ``step``; ``keys`` picks which of the three. Every rank must call it
+    (collectives), in the same order."""
     out: dict[str, torch.Tensor] = {}
     step = 0.0
     if not _flat_mode(engine):  # plain torch optimizer: every rank holds the full state
@@ -207,7 +214,7 @@ def gather_optimizer_state(engine, named_trainable: Sequence[tuple[str, torch.nn
             step = float(st["step"])
     for name, p in named_trainable:
         mapping = getattr(p, "_hp_mapping", None)
-        for key in ("exp_avg", "exp_avg_sq", None):
+        for key in (None if k == "master" else k for k in keys):
             # each rank writes its fragment into a zero buffer; the sum on rank 0 is the full tensor
             buf = torch.zeros(p.numel(), dtype=torch.float32, device=dist.device)
             if mapping is not None:
@@ -284,6 +291,25 @@ def grad_norm(engine, named_trainable: Sequence[tuple[str, torch.nn.Parameter]],
     return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
 
 
+def gather_bytes(data: bytes, dist: DistInfo) -> list[bytes]:
+    """Every rank's ``data``, rank by rank, on every rank (small things: digests, manifest
+    entries; no pickle)."""
+    if dist.world_size == 1:
+        return [data]
+    sizes = [int(t.item()) for t in _gather(torch.tensor([len(data)], dtype=torch.int64), dist)]
+    padded = torch.zeros(max(sizes), dtype=torch.uint8)
+    padded[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else padded[:0]
+    return [bytes(t[:n].tolist()) for t, n in zip(_gather(padded, dist), sizes)]
+
+
+def shared_token(dist: DistInfo) -> str:
+    """A random token rank 0 draws and every rank receives (names a checkpoint's shared
+    temporary folder)."""
+    import uuid
+
+    return gather_bytes(uuid.uuid4().hex[:12].encode(), dist)[0].decode()
+
+
 def rank_digests(named_trainable: Sequence[tuple[str, torch.nn.Parameter]], dist: DistInfo) -> list[str]:
     """The sha256 of the trained parameters as each rank holds them, rank by rank (data
     parallelism means they are equal; a checkpoint records it)."""
@@ -293,8 +319,71 @@ def rank_digests(named_trainable: Sequence[tuple[str, torch.nn.Parameter]], dist
     for name, p in sorted(named_trainable, key=lambda x: x[0]):
         h.update(name.encode())
         h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
-    mine = torch.tensor(list(h.digest()), dtype=torch.int64)
-    return [bytes(t.tolist()).hex() for t in _gather(mine, dist)] if dist.world_size > 1 else [h.hexdigest()]
+    return [d.decode() for d in gather_bytes(h.hexdigest().encode(), dist)]
+
+
+def sharded(engine, dist: DistInfo) -> bool:
+    """Whether checkpoints are written in the sharded form: each of several ranks holds only
+    its ZeRO 1/2 partition of the optimizer state and writes just that."""
+    return dist.world_size > 1 and _flat_mode(engine)
+
+
+@torch.no_grad()
+def shard_optimizer_state(engine, named_trainable: Sequence[tuple[str, torch.nn.Parameter]]) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
+    """This rank's own part of the fp32 AdamW state (ZeRO 1/2), no collective: for every
+    trainable parameter whose flattened elements [start, start + n) this rank's partition
+    holds, those elements of its master weights and moments (``master.<name>``,
+    ``exp_avg.<name>``, ``exp_avg_sq.<name>``) and ``index[name] = [start, n]``; plus
+    ``step``. :class:`ShardedOptimizerState` puts the parts of any number of ranks together."""
+    base = _base_optimizer(engine)
+    flats = [g["params"][0] for g in base.param_groups]
+    step = max((float(base.state.get(f, {}).get("step", 0.0)) for f in flats), default=0.0)
+    tensors: dict[str, torch.Tensor] = {"step": torch.tensor([step], dtype=torch.float64)}
+    index: dict[str, list[int]] = {}
+    for name, p in named_trainable:
+        mapping = getattr(p, "_hp_mapping", None)
+        if mapping is None or mapping.lp_fragment_address.numel == 0:
+            continue
+        flat = flats[mapping.param_group_index]
+        hp, lp = mapping.hp_fragment_address, mapping.lp_fragment_address
+        index[name] = [int(lp.start), int(lp.numel)]
+        tensors[f"master.{name}"] = flat.narrow(0, hp.start, hp.numel).float().cpu().clone()
+        for key in ("exp_avg", "exp_avg_sq"):
+            src = base.state.get(flat, {}).get(key)
+            part = src.narrow(0, hp.start, hp.numel) if src is not None else torch.zeros(hp.numel)
+            tensors[f"{key}.{name}"] = part.float().cpu().clone()
+    return tensors, index
+
+
+class ShardedOptimizerState:
+    """Full optimizer tensors put together from the per-rank files of a sharded checkpoint,
+    one key at a time (``get``/``keys``, the reader :func:`load_optimizer_state` takes), for
+    any world size: each parameter's fragments are laid at their recorded offsets and must
+    cover it exactly once. ``shards``: (index, reader) per rank file; ``shapes``: parameter
+    name -> shape."""
+
+    def __init__(self, shards: Sequence[tuple[dict[str, list[int]], Any]], shapes: dict[str, Sequence[int]], where: str = "checkpoint"):
+        self.shards, self.shapes, self.where = list(shards), dict(shapes), where
+        self._keys = {"step"} | {f"{k}.{n}" for n in self.shapes for k in ("master", "exp_avg", "exp_avg_sq")
+                                  if any(n in idx for idx, _ in self.shards)}
+
+    def keys(self) -> set[str]:
+        return set(self._keys)
+
+    def get(self, key: str) -> torch.Tensor:
+        if key == "step":
+            return self.shards[0][1].get_tensor("step")
+        name = key.split(".", 1)[1]
+        numel = int(torch.Size(self.shapes[name]).numel())
+        full, covered = torch.zeros(numel, dtype=torch.float32), 0
+        for idx, reader in self.shards:
+            if name in idx:
+                start, n = idx[name]
+                full[start : start + n] = reader.get_tensor(key)
+                covered += n
+        if covered != numel:
+            raise ValueError(f"{self.where}: the rank files hold {covered} of {numel} elements of '{name}'; a rank's file is missing or from another run")
+        return full.reshape(self.shapes[name])
 
 
 # --------------------------------------------------------------------------- RNG

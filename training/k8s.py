@@ -176,57 +176,61 @@ def run_trainjob(
             if exc.status != 404:
                 raise TrainJobError(f"{where}: could not delete it: {exc.status} {exc.reason}") from None
 
-    existing = get()
-    state = _condition(existing)[0] if existing else ""
-    if existing is not None and state == "Complete":
-        say(f"{where} already completed; re-attached")
-        return existing
-    if existing is not None and state == "Failed":
-        say(f"{where} failed before; deleting and submitting it again (training resumes from its newest checkpoint)")
-        delete()
-        deadline = time.monotonic() + 120
-        while get() is not None and time.monotonic() < deadline:
-            time.sleep(poll_s)
-        existing = None
-    if existing is None:
-        try:
-            custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
-        except ApiException as exc:
-            detail = re.sub(r"\s+", " ", str(exc.body or exc.reason))[:300]
-            raise TrainJobError(f"{where}: the API refused it: {exc.status} {detail}") from None
-        say(f"{where} submitted: {body['spec']['trainer'].get('numNodes', 1)} node(s) x "
-            f"{body['spec']['trainer'].get('numProcPerNode', 1)} process(es)")
-    else:
-        say(f"{where} is running; re-attached")
-
     stop = stop or threading.Event()
     previous = None
-    if threading.current_thread() is threading.main_thread():  # a cancelled step gets SIGTERM
+    if threading.current_thread() is threading.main_thread():  # a cancelled step gets SIGTERM, at any point from here
         previous = signal.signal(signal.SIGTERM, _interrupt)
-    log = _Log(core, ns, name, say)
-    start = time.monotonic()
     try:
-        while True:
-            if stop.is_set():
-                raise KeyboardInterrupt
-            obj = get()
-            log.poll()
-            if obj is None:
-                raise TrainJobError(f"{where} was deleted by someone else while the step followed it")
-            state, reason, message = _condition(obj)
-            if state == "Complete":
-                say(f"{where} completed")
-                return obj
-            if state == "Failed":
-                raise TrainJobError(f"{where} failed: {reason}: {message}; rank 0: {log.last_error()}")
-            if timeout_s is not None and time.monotonic() - start > timeout_s:
-                delete()
-                raise TrainJobError(f"{where} ran past {timeout_s:g} s and was deleted")
-            stop.wait(poll_s)
-    except KeyboardInterrupt:
+        existing = get()
+        state = _condition(existing)[0] if existing else ""
+        if existing is not None and state == "Complete":
+            say(f"{where} already completed; re-attached")
+            return existing
+        if existing is not None and state == "Failed":
+            say(f"{where} failed before; deleting and submitting it again (training resumes from its newest checkpoint)")
+            delete()
+            deadline = time.monotonic() + 120
+            while get() is not None and time.monotonic() < deadline:
+                time.sleep(poll_s)
+            existing = None
+        if existing is None:
+            try:
+                custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+            except ApiException as exc:
+                detail = re.sub(r"\s+", " ", str(exc.body or exc.reason))[:300]
+                raise TrainJobError(f"{where}: the API refused it: {exc.status} {detail}") from None
+            say(f"{where} submitted: {body['spec']['trainer'].get('numNodes', 1)} node(s) x "
+                f"{body['spec']['trainer'].get('numProcPerNode', 1)} process(es)")
+        else:
+            say(f"{where} is running; re-attached")
+        return _follow(get, delete, _Log(core, ns, name, say), where, poll_s, timeout_s, stop, say)
+    except KeyboardInterrupt:  # stopped while submitting or following: the job goes too
         delete()
         say(f"{where} deleted: the step was stopped")
         raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _follow(get: Callable[[], dict | None], delete: Callable[[], None], log: _Log, where: str, poll_s: float,
+            timeout_s: float | None, stop: threading.Event, say: Callable[[str], None]) -> dict[str, Any]:
+    """Poll the TrainJob and rank 0's log until it completes (returned) or fails (raised)."""
+    start = time.monotonic()
+    while True:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        obj = get()
+        log.poll()
+        if obj is None:
+            raise TrainJobError(f"{where} was deleted by someone else while the step followed it")
+        state, reason, message = _condition(obj)
+        if state == "Complete":
+            say(f"{where} completed")
+            return obj
+        if state == "Failed":
+            raise TrainJobError(f"{where} failed: {reason}: {message}; rank 0: {log.last_error()}")
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            delete()
+            raise TrainJobError(f"{where} ran past {timeout_s:g} s and was deleted")
+        stop.wait(poll_s)

@@ -391,6 +391,26 @@ def _log_inputs(dataset: Any, name: str, digest: str, source: str) -> None:
         tracking.log_dataset_input(rows, name=name, digest=digest, source=source, context="training")
 
 
+def _load_optimizer(resume: ckpt.CheckpointInfo, engine: Any, named_trainable: list) -> None:
+    """Put a checkpoint's optimizer state into the engine, whatever the world size that wrote
+    it: one consolidated file, or one file per rank of a sharded save put back together."""
+    from . import engine as eng
+
+    shard_files = sorted(n for n in resume.manifest["files"] if n.startswith("optimizer.rank"))
+    try:
+        if not shard_files:
+            with ckpt.open_tensors(resume, "optimizer.safetensors") as fh:
+                eng.load_optimizer_state(engine, named_trainable, fh.get_tensor, set(fh.keys()))
+            return
+        with contextlib.ExitStack() as stack:
+            readers = [stack.enter_context(ckpt.open_tensors(resume, n)) for n in shard_files]
+            state = eng.ShardedOptimizerState([(json.loads(r.metadata()["index"]), r) for r in readers],
+                                              {n: tuple(p.shape) for n, p in named_trainable}, where=str(resume.path))
+            eng.load_optimizer_state(engine, named_trainable, state.get, state.keys())
+    except (KeyError, ValueError) as exc:
+        raise TrainError(f"checkpoint {resume.path}: its optimizer state does not fit this run: {exc}") from None
+
+
 def _barrier(dist: Any) -> None:
     if dist.world_size > 1:
         import torch
@@ -504,8 +524,7 @@ def _run_loop(
 
     engine = eng.build_engine(model, [p for _, p in named_trainable], recipe, dist)
     if resume is not None:
-        with ckpt.open_tensors(resume, "optimizer.safetensors") as fh:
-            eng.load_optimizer_state(engine, named_trainable, fh.get_tensor, set(fh.keys()))
+        _load_optimizer(resume, engine, named_trainable)
         if not eng.restore_rng_state(ckpt.load_tensors(resume, "rng.safetensors"), dist):
             say(f"[train {stage}] checkpoint {resume.path} was written with another world size; RNG reseeded, losses will differ")
             _seed_all(_loop_seed(recipe.seed, stage, dist.rank) + start)
@@ -521,10 +540,27 @@ def _run_loop(
         f"ZeRO {recipe.zero_stage}, {dist.backend}; training {n_train:,} of {n_all:,} parameters ({', '.join(recipe.trainable)})"
     )
 
+    # Several ZeRO 1/2 ranks write the sharded form: each rank its own partition of the
+    # optimizer state, into one temporary folder named by a token from rank 0; rank 0 writes
+    # the rest and the manifest (every rank's files in it) and renames it once all are durable.
+    token = eng.shared_token(dist) if eng.sharded(engine, dist) else None
+
     def save(completed: int) -> ckpt.CheckpointInfo | None:
-        opt_state = eng.gather_optimizer_state(engine, named_trainable, dist)
         rng_state = eng.gather_rng_state(dist)
         digests = eng.rank_digests(named_trainable, dist)  # every rank's trained parameters, hashed
+        tmp, written, opt_files = None, {}, {}
+        if token is not None:
+            part, where = eng.shard_optimizer_state(engine, named_trainable)
+            tmp = ckpt.begin_checkpoint(out, completed, token)
+            name = f"optimizer.rank{dist.rank:05d}-of-{dist.world_size:05d}.safetensors"
+            entry = ckpt.write_tensor_file(tmp, name, part, {"index": json.dumps(where), "rank": str(dist.rank), "world_size": str(dist.world_size)})
+            for blob in eng.gather_bytes(json.dumps({name: entry}).encode(), dist):
+                written.update(json.loads(blob))
+            mixed = any(p.dtype != torch.float32 for _, p in named_trainable)  # bf16: the model file takes the fp32 masters
+            opt_state = eng.gather_optimizer_state(engine, named_trainable, dist, keys=("master",)) if mixed else {}
+        else:
+            opt_state = eng.gather_optimizer_state(engine, named_trainable, dist)
+            opt_files = {"optimizer.safetensors": opt_state}
         info = None
         if dist.is_main:
             model_state = {k: v.detach().cpu().clone() for k, v in _persisted_state(engine.module, adapter).items()}
@@ -534,7 +570,7 @@ def _run_loop(
             info = ckpt.save_checkpoint(
                 out,
                 completed,
-                tensors={"model.safetensors": model_state, "optimizer.safetensors": opt_state, "rng.safetensors": rng_state},
+                tensors={"model.safetensors": model_state, **opt_files, "rng.safetensors": rng_state},
                 json_files={
                     "meta.json": {
                         "format": 1,
@@ -549,6 +585,7 @@ def _run_loop(
                         "adapter": adapter.name,
                         "world_size": dist.world_size,
                         "rank_param_sha256": digests,
+                        "optimizer_form": "sharded" if token is not None else "consolidated",
                         "zero_stage": recipe.zero_stage,
                         "dataset": {"digest": digest, "latents_index": settings.portable(index.root), "encoder": index.encoder},
                         "init_checkpoint": init_path,
@@ -560,6 +597,8 @@ def _run_loop(
                 },
                 keep_last=recipe.keep_last,
                 tensor_metadata={"model.safetensors": adapter.checkpoint_metadata()} if hasattr(adapter, "checkpoint_metadata") else None,
+                tmp=tmp,
+                written=written,
             )
             tracker.flush()
         _barrier(dist)

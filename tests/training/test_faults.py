@@ -124,9 +124,93 @@ def test_two_process_torchrun_zero2_ends_with_identical_parameters(debug_dataset
 
     meta = ckpt.load_json(r0["checkpoint"], "meta.json")
     assert meta["world_size"] == 2 and meta["zero_stage"] == 2
-    opt = ckpt.load_tensors(r0["checkpoint"], "optimizer.safetensors")
-    assert opt["step"].item() == 3
-    nonzero = [k for k, v in opt.items() if k.startswith("exp_avg_sq.") and torch.count_nonzero(v) > 0]
-    assert nonzero and len(nonzero) == sum(1 for k in opt if k.startswith("exp_avg_sq."))  # both ranks' partitions gathered
+    from contextlib import ExitStack
+
+    from mavin_ops.training.engine import ShardedOptimizerState
+
+    assert meta["optimizer_form"] == "sharded"
+    names = _shards(Path(r0["checkpoint"]))
+    assert names == ["optimizer.rank00000-of-00002.safetensors", "optimizer.rank00001-of-00002.safetensors"]
+    model = ckpt.load_tensors(r0["checkpoint"], "model.safetensors")
+    with ExitStack() as stack:  # the two ranks' partitions put together cover every parameter once
+        readers = [stack.enter_context(ckpt.open_tensors(r0["checkpoint"], n)) for n in names]
+        state = ShardedOptimizerState([(json.loads(r.metadata()["index"]), r) for r in readers], {k: tuple(v.shape) for k, v in model.items()})
+        assert state.get("step").item() == 3
+        sq = [k for k in state.keys() if k.startswith("exp_avg_sq.")]
+        assert sq and all(torch.count_nonzero(state.get(k)) > 0 for k in sq)
     rng = ckpt.load_tensors(r0["checkpoint"], "rng.safetensors")
     assert "torch_cpu.rank0" in rng and "torch_cpu.rank1" in rng
+
+
+# --------------------------------------------------------------------------- two ranks, sharded form
+
+
+def _torchrun(args, **popen):
+    """train_child.py on two local ranks (gloo, ZeRO 2): the sharded checkpoint form."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(CHILD), *map(str, args)]
+    return subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _shards(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.name.startswith("optimizer.rank"))
+
+
+def test_two_ranks_kill_9_of_one_rank_after_its_shard_never_commits_the_checkpoint(debug_dataset, tmp_path):
+    out, lat = tmp_path / "id", tmp_path / "lat"
+    proc = _torchrun([debug_dataset, out, lat, tmp_path / "r.json", "--fault", "kill9-rank-after-shard:1:4"])
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0, log
+    [partial] = [p for p in out.iterdir() if p.name.startswith(".tmp-step-00000004")]
+    assert "optimizer.rank00001-of-00002.safetensors" in _shards(partial) and not (partial / ckpt.MANIFEST).exists()
+    assert [s for s, _ in ckpt.checkpoint_dirs(out)] == [2]
+    assert _shards(out / "step-00000002") == ["optimizer.rank00000-of-00002.safetensors", "optimizer.rank00001-of-00002.safetensors"]
+    ckpt.verify_checkpoint(out / "step-00000002")
+
+    proc = _torchrun([debug_dataset, out, lat, tmp_path / "r.json"])
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["resumed_from"] == str(out / "step-00000002") and res["step"] == 6 and res["world_size"] == 2
+    assert not partial.exists()  # removed by the next save
+
+
+def test_two_ranks_a_flipped_byte_in_one_rank_file_is_refused_and_the_previous_checkpoint_resumes(debug_dataset, tmp_path):
+    out, lat = tmp_path / "id", tmp_path / "lat"
+    proc = _torchrun([debug_dataset, out, lat, tmp_path / "r.json"])
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log
+    assert [s for s, _ in ckpt.checkpoint_dirs(out)] == [6, 4, 2]
+    assert ckpt.load_json(out / "step-00000006")["optimizer_form"] == "sharded"
+    for step in (6, 4):  # corrupt the newest two: one byte in rank 1's file of each
+        f = out / ckpt.step_name(step) / "optimizer.rank00001-of-00002.safetensors"
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        f.write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError, match="optimizer.rank00001-of-00002.safetensors"):
+        ckpt.verify_checkpoint(out / "step-00000006")
+    # one process resumes from the newest intact one: the two ranks' files put back together
+    res = train_stage("id", "debug", dataset=debug_dataset, out_dir=out, latents_dir=lat, adapter=ToyAdapter(),
+                      overrides={**OVERRIDES, "steps": 7, "accum": 2}, track=False, progress=False)
+    assert res.resumed_from == str(out / "step-00000002") and res.step == 7 and res.world_size == 1
+    assert ckpt.load_json(res.checkpoint)["optimizer_form"] == "consolidated"
+
+
+def test_two_ranks_sigterm_to_torchrun_writes_a_sharded_checkpoint_and_exits(debug_dataset, tmp_path):
+    out, lat = tmp_path / "id", tmp_path / "lat"
+    marker, go = tmp_path / "in-step-3", tmp_path / "go"
+    proc = _torchrun([debug_dataset, out, lat, tmp_path / "r.json", "--fault", f"wait-at-step:3:{marker}:{go}"], start_new_session=True)
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0] if proc.poll() is not None else "timeout"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # to torchrun, as Kubernetes stops a pod: it passes it on to both ranks
+    time.sleep(1.0)
+    go.write_text("go")
+    log, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0, log
+    assert "SIGTERM: writing a checkpoint at step 3" in log, log[-3000:]
+    assert [s for s, _ in ckpt.checkpoint_dirs(out)][0] == 3
+    ckpt.verify_checkpoint(out / "step-00000003")
+    assert len(_shards(out / "step-00000003")) == 2
+    meta = ckpt.load_json(out / "step-00000003")
+    assert meta["world_size"] == 2 and len(set(meta["rank_param_sha256"])) == 1

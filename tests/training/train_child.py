@@ -2,8 +2,11 @@
 
     python train_child.py <dataset> <out> <latents> <result.json> [--fault kill9-at-save:<step>]
                           [--fault wait-at-step:<n>:<marker>:<go>] [--track <release_id>]
+                          [--fault kill9-rank-after-shard:<rank>:<step>]
 
-Writes the stage result as JSON to <result.json> when it finishes.
+Under torchrun (two ranks) the sharded checkpoint form is written; ``kill9-rank-after-shard``
+kills that rank with SIGKILL right after its own optimizer file of that step is durable.
+Writes the stage result as JSON to <result.json> when it finishes (rank 0).
 """
 
 from __future__ import annotations
@@ -69,6 +72,17 @@ def main() -> None:
             return real_save(root, step, **kw)
 
         ckpt.save_checkpoint = save
+    elif kind == "kill9-rank-after-shard":
+        rank, target = (int(x) for x in arg.split(":"))
+        real_write = ckpt.write_tensor_file
+
+        def write(tmp, name, tensors, metadata=None):
+            entry = real_write(tmp, name, tensors, metadata)
+            if name.startswith(f"optimizer.rank{rank:05d}") and Path(tmp).name.startswith(f".tmp-{ckpt.step_name(target)}-"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return entry
+
+        ckpt.write_tensor_file = write
     elif kind == "wait-at-step":
         n, marker, go = arg.split(":")
         adapter = WaitAt(int(n), marker, go)
@@ -84,7 +98,8 @@ def main() -> None:
         release_id=a.track,
         progress=False,
     )
-    Path(a.result).write_text(json.dumps(res.to_dict()))
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(a.result).write_text(json.dumps(res.to_dict()))
 
 
 if __name__ == "__main__":
