@@ -8,11 +8,12 @@ Samples/s is rank 0's own figure (every rank's samples, the first step excluded)
 (OMP threads are split between them), so this measures the launcher's and gloo's overhead,
 not a speed-up.
 
-Checkpoints: the final checkpoint of the 1-process run, written again with
-``save_checkpoint`` (fsync per file, manifest last, rename) and read back the way a resume
-reads it (``find_resumable``: every file's sha256, then the model and optimizer tensors).
-The checkpoint form is the consolidated one (full tensors; ZeRO partitions gathered); a
-sharded per-rank form is not built, so there is nothing to compare it with yet.
+Checkpoints, both forms: the final checkpoint of the 1-process run (consolidated: one
+optimizer file of full tensors) and of the 2-process run (sharded: one optimizer file per
+rank), each written again from this one process with ``save_checkpoint`` (fsync per file,
+manifest last, rename; the rank files one after the other, where two ranks would write them at
+once) and read back the way a one-process resume reads it (``find_resumable``: every file's
+sha256; the model; the optimizer state, put together from the rank files for the sharded form).
 
 Usage: .venv/bin/python bench/launch.py [--preset tiny] [--stage id] [--steps 6] [--rounds 2]
                                         [--data DIR] [--out bench/results/launch.json]
@@ -29,6 +30,32 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+def _header(path: Path) -> dict[str, str] | None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return fh.metadata()
+
+
+def _read_optimizer(info, shapes) -> None:
+    """What a one-process resume reads: the consolidated file, or every rank's file put together."""
+    import contextlib
+    import json as _json
+
+    from mavin_ops.training import checkpoint as ckpt
+    from mavin_ops.training.engine import ShardedOptimizerState
+
+    shards = sorted(n for n in info.manifest["files"] if n.startswith("optimizer.rank"))
+    if not shards:
+        ckpt.load_tensors(info, "optimizer.safetensors")
+        return
+    with contextlib.ExitStack() as stack:
+        readers = [stack.enter_context(ckpt.open_tensors(info, n)) for n in shards]
+        state = ShardedOptimizerState([(_json.loads(r.metadata()["index"]), r) for r in readers], shapes)
+        for key in state.keys():
+            state.get(key)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,23 +93,35 @@ def main(argv: list[str] | None = None) -> int:
                 runs[name].append(float(res.samples_per_s or 0.0))
                 if nproc == 1:
                     final = res
+                else:
+                    final2 = res
                 print(f"round {r + 1}: {name}: {res.samples_per_s:.3f} samples/s, {walls[name][-1]:.1f} s wall", file=sys.stderr)
 
-        # checkpoint write and resume, consolidated form
-        src = ckpt.find_resumable(Path(final.checkpoint).parent, log=None)
-        tensors = {n: ckpt.load_tensors(src, n) for n in ("model.safetensors", "optimizer.safetensors", "rng.safetensors")}
-        meta = ckpt.load_json(src, "meta.json")
-        sizes = {n: int(src.manifest["files"][n]["bytes"]) for n in tensors}
-        writes, reads = [], []
-        for i in range(3):
-            t0 = time.perf_counter()
-            ckpt.save_checkpoint(tmp / "ckpt-bench", i + 1, tensors=tensors, json_files={"meta.json": meta}, keep_last=1)
-            writes.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            got = ckpt.find_resumable(tmp / "ckpt-bench", log=None)
-            ckpt.load_tensors(got, "model.safetensors")
-            ckpt.load_tensors(got, "optimizer.safetensors")
-            reads.append(time.perf_counter() - t0)
+        # checkpoint write and resume, both forms: the 1-process run's (consolidated) and the
+        # 2-process run's (sharded: one optimizer file per rank) final checkpoints
+        forms = {"consolidated": Path(final.checkpoint).parent, "sharded": Path(final2.checkpoint).parent}
+        ckpt_result = {}
+        for form, root in forms.items():
+            src = ckpt.find_resumable(root, log=None)
+            names = sorted(n for n in src.manifest["files"] if n.endswith(".safetensors"))
+            tensors = {n: ckpt.load_tensors(src, n) for n in names}
+            headers = {n: _header(src.path / n) for n in names}
+            meta = ckpt.load_json(src, "meta.json")
+            shapes = {k: tuple(v.shape) for k, v in tensors["model.safetensors"].items()}
+            writes, reads = [], []
+            for i in range(3):
+                t0 = time.perf_counter()
+                ckpt.save_checkpoint(tmp / f"ckpt-{form}", i + 1, tensors=tensors, json_files={"meta.json": meta}, keep_last=1,
+                                     tensor_metadata=headers)
+                writes.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                got = ckpt.find_resumable(tmp / f"ckpt-{form}", log=None)  # every file's sha256
+                ckpt.load_tensors(got, "model.safetensors")
+                _read_optimizer(got, shapes)
+                reads.append(time.perf_counter() - t0)
+            ckpt_result[form] = {"files": {n: int(src.manifest["files"][n]["bytes"]) for n in names},
+                                 "write_s_median": statistics.median(writes), "resume_read_s_median": statistics.median(reads),
+                                 "write_s": writes, "resume_read_s": reads}
 
     sps = {k: statistics.median(v) for k, v in runs.items()}
     result = {
@@ -92,20 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         "stage": a.stage,
         "steps": a.steps,
         "rounds": a.rounds,
-        "global_batch": meta["recipe"]["batch"] * 2,
+        "global_batch": ckpt.load_json(final.checkpoint, "meta.json")["recipe"]["batch"] * 2,
         "samples_per_s": sps,
         "samples_per_s_per_round": runs,
         "wall_s_per_round": walls,
         "ratio_2_to_1": sps["2 processes x 1 micro-batch"] / sps["1 process x 2 micro-batches"],
-        "checkpoint": {
-            "form": "consolidated (full tensors)",
-            "bytes": sizes,
-            "write_s_median": statistics.median(writes),
-            "resume_read_s_median": statistics.median(reads),
-            "write_s": writes,
-            "resume_read_s": reads,
-            "sharded_form": "not built",
-        },
+        "checkpoint": ckpt_result,
     }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
