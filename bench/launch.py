@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # checkpoint write and resume, both forms: the 1-process run's (consolidated) and the
         # 2-process run's (sharded: one optimizer file per rank) final checkpoints
+        global_batch = ckpt.load_json(final.checkpoint, "meta.json")["recipe"]["batch"] * 2
         forms = {"consolidated": Path(final.checkpoint).parent, "sharded": Path(final2.checkpoint).parent}
         ckpt_result = {}
         for form, root in forms.items():
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "stage": a.stage,
         "steps": a.steps,
         "rounds": a.rounds,
-        "global_batch": ckpt.load_json(final.checkpoint, "meta.json")["recipe"]["batch"] * 2,
+        "global_batch": global_batch,
         "samples_per_s": sps,
         "samples_per_s_per_round": runs,
         "wall_s_per_round": walls,
