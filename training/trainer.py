@@ -526,7 +526,8 @@ def _run_loop(
     if resume is not None:
         _load_optimizer(resume, engine, named_trainable)
         if not eng.restore_rng_state(ckpt.load_tensors(resume, "rng.safetensors"), dist):
-            say(f"[train {stage}] checkpoint {resume.path} was written with another world size; RNG reseeded, losses will differ")
+            # The training noise follows the global micro-batch, not these generators: the run continues the same.
+            say(f"[train {stage}] checkpoint {resume.path} was written with another world size; global RNGs reseeded")
             _seed_all(_loop_seed(recipe.seed, stage, dist.rank) + start)
         engine.global_steps = start
         engine.global_samples = start * recipe.batch * recipe.accum * dist.world_size
