@@ -166,8 +166,14 @@ def _trainjob(spec: StageLaunch, cluster: "ClusterSpec | None", timeout_s: float
         raise TrainError(f"a trainjob launch writes <out root>/<stage>: out_dir {out} must end in '{spec.stage}'")
     body = render_trainjob(spec.stage, spec.preset, cluster, dataset=str(spec.dataset), out_root=str(out.parent),
                            release_id=spec.release_id, dataset_digest=spec.dataset_digest, steps=spec.steps)
+    seen: list[str] = []  # what this step saw of the job: status lines and rank 0's log
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+        seen.append(text)
+
     try:
-        run_trainjob(body, apis=apis, timeout_s=timeout_s)
+        run_trainjob(body, apis=apis, timeout_s=timeout_s, say=say)
     except TrainJobError as exc:
         raise TrainError(f"stage {spec.stage} on the cluster: {exc}") from None
     try:
@@ -177,7 +183,23 @@ def _trainjob(spec: StageLaunch, cluster: "ClusterSpec | None", timeout_s: float
     if final is None:
         raise TrainError(f"stage {spec.stage}: the TrainJob completed but {out} holds no checkpoint; "
                          "is the shared volume mounted at the same path here and in the job?")
-    return result_from_checkpoint(final)
+    result = result_from_checkpoint(final)
+    if spec.track and result.run_id:
+        _record_trainjob(result.run_id, f"{body['metadata']['namespace']}/{body['metadata']['name']}", seen)
+    return result
+
+
+def _record_trainjob(run_id: str, job: str, seen: list[str]) -> None:
+    """Put the TrainJob's name (tag ``mavin.trainjob``) and what the step saw of it
+    (``trainjob/rank0.log``) on the stage's MLflow run, which the trainer in the job made."""
+    from mavin_ops import tracking
+
+    try:
+        c = tracking.client()
+        c.set_tag(run_id, "mavin.trainjob", job)
+        c.log_text(run_id, "\n".join(seen) + "\n", "trainjob/rank0.log")
+    except Exception as exc:  # noqa: BLE001 - the stage trained; a tracking hiccup must not fail it
+        print(f"could not record TrainJob {job} on MLflow run {run_id}: {exc}", flush=True)
 
 
 def result_from_checkpoint(final: "ckpt.CheckpointInfo") -> StageResult:

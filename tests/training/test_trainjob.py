@@ -35,7 +35,8 @@ def cluster_api(tmp_path, monkeypatch):
     def start(run: bool = True) -> StandIn:
         work = tmp_path / "cluster"
         work.mkdir(exist_ok=True)
-        s = StandIn(run=run, workdir=work, secrets={("mavin-mlflow", "tracking-uri"): f"sqlite:///{tmp_path / 'mlflow.db'}"})
+        # the job's MLflow secret names this test's store, as on a cluster the job and the step share one server
+        s = StandIn(run=run, workdir=work, secrets={("mavin-mlflow", "tracking-uri"): __import__("os").environ["MLFLOW_TRACKING_URI"]})
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "kubeconfig", s.start())))
         monkeypatch.setenv("PATH", f"{VENV_BIN}:{__import__('os').environ.get('PATH', '')}")  # torchrun, as in the image
         made.append(s)
@@ -63,6 +64,12 @@ def test_a_trainjob_trains_the_stage_and_the_result_is_read_from_the_shared_volu
     printed = capsys.readouterr().out
     assert f"TrainJob {NS}/{name} submitted" in printed and f"TrainJob {NS}/{name} completed" in printed
     assert "[rank 0] " in printed and "[train id] done" in printed  # rank 0's pod log reached the step's output
+    from mavin_ops import tracking  # ... and the stage's MLflow run, which the trainer in the job made
+
+    run = tracking.client().get_run(result.run_id)
+    assert run.data.tags["mavin.trainjob"] == f"{NS}/{name}" and run.info.status == "FINISHED"
+    got = Path(tracking.client().download_artifacts(result.run_id, "trainjob/rank0.log", str(isolated_home.parent / "dl")))
+    assert "[rank 0] " in got.read_text() and "completed" in got.read_text()
 
 
 def test_a_failed_trainjob_fails_the_step_with_rank_zeros_error(debug_dataset, isolated_home, cluster_api):
