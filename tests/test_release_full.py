@@ -1,6 +1,8 @@
 """The whole release pipeline through the KFP local runner on the debug preset (a few
 training steps): pass branch (export, publish, real tritonserver smoke test, register,
-promote) and then a failing gate that leaves the champion and the served version untouched."""
+promote) with every stage trained on two local processes (checked against one process with
+the same global batch), then a failing gate that leaves the champion and the served version
+untouched, then the state folder moved."""
 
 from __future__ import annotations
 
@@ -20,6 +22,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # release_support
 from release_support import DEBUG_RELEASE, check_release_page, lenient_policy  # noqa: E402
 
 
+def check_two_process_training(result, home: Path, work: Path) -> None:
+    """Both ranks trained every stage, held identical parameters at every checkpoint, and the
+    final checkpoint equals (within float tolerance) the same four stages in one process
+    accumulating two micro-batches per step (same global batch, seed, clips and noise)."""
+    from mavin_ops.training import checkpoint as ckpt
+    from mavin_ops.training.launch import StageLaunch, launch
+    from mavin_ops.training.recipes import STAGES
+
+    logs = Path(result.folder) / "logs"
+    for stage in STAGES:
+        text = (logs / f"train_{stage}.log").read_text()
+        assert "[rank 0]" in text and "[rank 1]" in text, f"train_{stage}: not both ranks"
+        steps = ckpt.checkpoint_dirs(home / "runs" / result.release_id / "train" / stage)
+        assert steps, stage
+        for _, path in steps:  # every checkpoint kept: sharded, both ranks' parameters hashed equal
+            meta = ckpt.load_json(path, "meta.json")
+            assert meta["world_size"] == 2 and meta["optimizer_form"] == "sharded"
+            assert len(meta["rank_param_sha256"]) == 2 and len(set(meta["rank_param_sha256"])) == 1
+    final = ckpt.find_resumable(home / "runs" / result.release_id / "train" / "joint", log=None)
+    validated = next(Path(result.pipeline_dir).rglob("validated/manifest.jsonl")).parent  # what the release trained on
+    previous = None
+    for stage in STAGES:
+        one = launch(StageLaunch(stage, "debug", dataset=str(validated), out_dir=str(work / stage), steps=DEBUG_RELEASE["train_steps"],
+                                 accum=2, init_checkpoint=previous, track=False))
+        previous = one.checkpoint
+    a, b = ckpt.load_tensors(previous, "model.safetensors"), ckpt.load_tensors(final, "model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max() / (a[k].abs().max() + 1e-12)) for k in a if a[k].is_floating_point())
+    assert worst < 1e-4, f"largest relative parameter difference against one process: {worst:.2e}"
+
+
 def c_list(run_id: str, path: str) -> list:
     return MlflowClient(settings.tracking_uri()).list_artifacts(run_id, path)
 
@@ -30,7 +63,8 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     common = dict(**DEBUG_RELEASE, model_name="mavin-debug")
     terminal, said = io.StringIO(), []
-    first = run_release(gate_policy=lenient_policy(tmp_path), terminal=terminal, **{**common, "echo": said.append})
+    # The first release trains every stage on two local processes (torchrun, gloo).
+    first = run_release(gate_policy=lenient_policy(tmp_path), terminal=terminal, train_procs=2, **{**common, "echo": said.append})
     assert first.succeeded, first.error
     # Quiet by default: a line per step and the summary fit on one screen; the logs are in files.
     shown = terminal.getvalue().splitlines() + said
@@ -110,6 +144,7 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
 
     assert main(["smoke", "--name", "mavin-debug", "--steps", "2", "--out", str(tmp_path / "served")]) == 0
     assert (tmp_path / "served" / "smoke.mp4").stat().st_size > 0
+    check_two_process_training(first, isolated_home, tmp_path / "one-process")
 
     strict = tmp_path / "strict.yaml"
     strict.write_text("version: 1\nmetrics:\n  sta: {min: 1.5}\n")  # unreachable: STA <= 1
