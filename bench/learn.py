@@ -3,8 +3,9 @@ computes on generated benchmark clips, for the recipe, three ablations, the untr
 and the ground truth, all in one run, with the default gate policy's verdict on each.
 
 1. Generate the synthetic dataset of the preset (seed 0), or read ``--data``.
-2. Train the preset's recipe through all four stages (id -> multishot -> av -> joint), and the
-   same recipe three times with one part off: "w/o BTR" (boundary routing off and A/V
+2. Train the preset's recipe through all four stages (id -> multishot -> av -> joint), from
+   the foundation model the preset's releases fine-tune (``--base``, default the shipped one;
+   every variant starts from the same weights), and the same recipe three times with one part off: "w/o BTR" (boundary routing off and A/V
    cross-attention over the whole clip), "w/o IM" (identity masks off), "w/o reference
    anchors" (no reference image or voice reaches the model).
 3. For the untrained model (seeded init), every trained model, and the ground-truth clips
@@ -92,6 +93,19 @@ COLUMNS = (
 )
 
 
+def _base_for(base: Any, adapter: Any, root: Path) -> Path:
+    """The base's weights as a checkpoint of this variant's model config (an ablation switches
+    routing or anchors off, which changes no parameter): same weights, the variant's config."""
+    from mavin_ops.training import checkpoint as ckpt
+
+    found = ckpt.find_resumable(root, log=None) if root.is_dir() else None
+    if found is not None:
+        return found.path
+    meta = {**ckpt.load_json(base.checkpoint, "meta.json"), "model": adapter.config()}
+    weights = ckpt.load_tensors(base.checkpoint, "model.safetensors")
+    return ckpt.save_checkpoint(root, int(meta["step"]), tensors={"model.safetensors": weights}, json_files={"meta.json": meta}).path
+
+
 def markdown_table(scores: dict[str, dict[str, Any]]) -> str:
     """Every metric of every model, and the default gate's verdict."""
     f = lambda v: "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
@@ -116,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         help="which trained models: trained (the recipe), nobtr (w/o BTR: boundary routing off and A/V cross-attention "
         "over the whole clip), noim (w/o IM: identity masks off), noanchors (w/o reference anchors)",
     )
+    p.add_argument("--base", default="", help="the base the id stage fine-tunes (release --base; default: the shipped one)")
     p.add_argument("--out", default="bench/results/learn.json")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -152,11 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         variants = {key: (label, base_cfg.replace(**changes)) for key, (label, changes) in ablations.items() if key in wanted}
         models: dict[str, Any] = {}
         losses: dict[str, list[float]] = {}
+        from mavin_ops import foundation
+
+        base = foundation.resolve(a.base, a.preset)
         for key, (name, cfg) in variants.items():
             t = time.perf_counter()
             adapter = MavinAdapter(a.preset, config=cfg)
             root = work / f"ckpt-{key}"
-            init = None
+            init = _base_for(base, adapter, work / f"base-{key}") if base is not None else None
             for stage in STAGES:  # each stage from the previous one's final checkpoint
                 res = train_stage(
                     stage, a.preset, dataset=data, out_dir=root / stage, init_checkpoint=init, adapter=adapter,

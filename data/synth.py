@@ -156,6 +156,10 @@ PRESETS: dict[str, SynthConfig] = {
     ),
     # The embedded default: enough clips for a tiny model to learn cuts and speech timing.
     "tiny": SynthConfig(name="tiny", train_clips=256, eval_clips=32, clips_per_source=4, max_shots=4),
+    # The foundation model's world (``mavin-ops pretrain``): the tiny world's look, four times
+    # the clips, the two shortest lengths (a 17-frame clip costs 272 video tokens, a 33-frame one
+    # 528). Generated from seeds disjoint from any release's benchmark.
+    "base": SynthConfig(name="base", train_clips=1024, eval_clips=32, clips_per_source=4, max_shots=4, frame_choices=(17, 21)),
 }
 
 

@@ -158,7 +158,7 @@ def _script_check(args: argparse.Namespace) -> int:
 
 #: The pipeline options of ``mavin-ops release``: a resumed release keeps the ones it was started with.
 _RELEASE_OPTIONS = ("preset", "seed", "registry", "remote", "endpoint_url", "max_quarantine_share", "train_steps",
-                    "sample_steps", "sample_limit", "model", "policy", "dataset_rev", "source", "ingest_shards", "train_procs")
+                    "sample_steps", "sample_limit", "model", "policy", "dataset_rev", "source", "ingest_shards", "train_procs", "base")
 
 
 def _apply_release_file(args: argparse.Namespace) -> None:
@@ -203,6 +203,7 @@ def _release(args: argparse.Namespace) -> int:
         source=args.source,
         ingest_shards=args.ingest_shards,
         train_procs=args.train_procs,
+        base=args.base,
         cache=args.cache,
         resume=args.resume,
         echo=print,
@@ -221,6 +222,29 @@ def _release(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- training
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from mavin_ops.pretrain import run_pretrain
+
+    if args.from_checkpoint:
+        from mavin_ops import foundation
+
+        if not args.ship:
+            raise UserError("--from-checkpoint packages a base checkpoint: name the folder to write it to with --ship DIR")
+        if not args.world:
+            raise UserError("--from-checkpoint needs --world DATASET, the folder the base was trained on (its card records it)")
+        out = foundation.package_checkpoint(args.from_checkpoint, args.ship, world=args.world, seed=args.seed, command=args.command)
+        print(f"shipped: {out} and {out.with_suffix('.json').name}")
+        return 0
+
+    result = run_pretrain(args.preset, args.seed, steps=args.steps, sample_limit=args.sample_limit, sample_steps=args.sample_steps,
+                          train_procs=args.train_procs, run_id=args.run_id, ship=args.ship, echo=None if args.quiet else print)
+    if args.json:
+        import dataclasses
+
+        _print_json(dataclasses.asdict(result))
+    return 0 if result.succeeded else 1
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -639,6 +663,8 @@ class _Parser(argparse.ArgumentParser):
 
 #: Dataset presets (data/synth.py) and model presets (model/config.py) the commands accept.
 DATA_PRESETS = ("debug", "tiny")
+#: World presets for `data generate`: the release worlds and the foundation model's (`base`).
+WORLD_PRESETS = (*DATA_PRESETS, "base")
 MODEL_PRESETS = ("debug", "tiny", "paper")
 
 #: One example per command, shown at the end of its --help (tests/test_cli.py checks every command has one).
@@ -653,6 +679,7 @@ EXAMPLES = {
     "release": "mavin-ops release --preset debug --train-steps 2 --sample-limit 2",
     "releases": "mavin-ops releases --limit 5",
     "train": "mavin-ops train --stage id --preset debug --dataset datasets/debug --steps 2",
+    "pretrain": "mavin-ops pretrain --preset tiny --seed 1000 --steps 8000 --run-id base-tiny",
     "encoder": "mavin-ops encoder train --data datasets/tiny --out world.safetensors",
     "encoder train": "mavin-ops encoder train --data datasets/tiny --out world.safetensors",
     "export": "mavin-ops export .mavin/train/tiny/joint/final --out /tmp/repo",
@@ -711,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     gen = dsub.add_parser("generate", help="generate the synthetic MAVINSet-mini dataset")
-    gen.add_argument("--preset", default="debug", choices=DATA_PRESETS, help="dataset size preset (default: debug)")
+    gen.add_argument("--preset", default="debug", choices=WORLD_PRESETS, help="dataset size preset; base is the foundation model's world (default: debug)")
     gen.add_argument("--seed", type=_count(0), default=0, help="random seed; same seed, same bytes (default: 0)")
     gen.add_argument("--out", required=True, help="output dataset directory (must not exist or be empty)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
@@ -786,6 +813,13 @@ def build_parser() -> argparse.ArgumentParser:
     rel.add_argument("--model", default="mavin", type=_name("model name"), help="registered model name (default: mavin)")
     rel.add_argument("--policy", default=None, help="gate policy YAML (default: evaluation/gate_policy.yaml)")
     rel.add_argument(
+        "--base",
+        default="",
+        metavar="BASE",
+        help="the foundation model the id stage fine-tunes: mavin-base@champion, mavin-base@<version>, a version number, "
+        "a base checkpoint folder or a .safetensors file with its card (default: the base the project ships for the preset)",
+    )
+    rel.add_argument(
         "--dataset-rev",
         default="",
         help="train on this version from the data registry instead of generating fresh data: a tag "
@@ -839,8 +873,29 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--out", default="served-check", help="folder for the example script and the generated mp4 (default: served-check)")
     sm.set_defaults(func=_smoke)
 
-    tr = sub.add_parser("train", help="train one stage (id | multishot | av | joint) with the DeepSpeed engine")
-    tr.add_argument("--stage", required=True, choices=["id", "multishot", "av", "joint"], help="training stage")
+    from mavin_ops.training.recipes import ALL_STAGES
+
+    pt = sub.add_parser("pretrain", help="train, evaluate and register the foundation model (mavin-base) that releases fine-tune")
+    pt.add_argument("--preset", default="tiny", choices=MODEL_PRESETS, help="model preset (default: tiny)")
+    pt.add_argument("--seed", type=_count(0), default=1000, help="world seed, 1000 or more: lower seeds are the release benchmarks' (default: 1000)")
+    pt.add_argument("--steps", type=_count(0), default=0, help="the base stage's total steps (default: the recipe's); rerun with the same "
+                    "--run-id and more steps to train on from the last checkpoint")
+    pt.add_argument("--sample-limit", type=_count(1), default=8, help="held-out clips of the world to generate and score (default: 8)")
+    pt.add_argument("--sample-steps", type=_count(0), default=0, help="sampler steps (default: the model's)")
+    pt.add_argument("--train-procs", type=_count(1), default=1, help="local training processes (default: 1)")
+    pt.add_argument("--run-id", default=None, type=_name("run id"), help="name of the run; the same name resumes it (default: a new one)")
+    pt.add_argument("--ship", default=None, metavar="DIR", help="also package the result as DIR/<preset>.safetensors + .json "
+                    "(the project's shipped base lives in training/bases)")
+    pt.add_argument("--from-checkpoint", default=None, metavar="CKPT", help="package this base checkpoint (e.g. from `train --stage base`) "
+                    "with --ship instead of running the pipeline")
+    pt.add_argument("--world", default=None, metavar="DATASET", help="with --from-checkpoint: the dataset folder the base trained on")
+    pt.add_argument("--command", default="", help="with --from-checkpoint: the command that reproduces the checkpoint, for its card")
+    pt.add_argument("--json", action="store_true", help="print the result as JSON")
+    pt.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    pt.set_defaults(func=_pretrain)
+
+    tr = sub.add_parser("train", help="train one stage (base | id | multishot | av | joint) with the DeepSpeed engine")
+    tr.add_argument("--stage", required=True, choices=ALL_STAGES, help="training stage (base: the foundation model)")
     tr.add_argument("--preset", default="tiny", choices=MODEL_PRESETS, help="model preset (default: tiny)")
     tr.add_argument("--dataset", required=True, help="dataset directory (manifest.jsonl + media)")
     tr.add_argument("--init", default=None, help="checkpoint of the previous stage to start from")
@@ -1019,6 +1074,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.evaluation.results import MetricsFileError
     from mavin_ops.evaluation.runner import EvaluationError
     from mavin_ops.evaluation.encoder import EncoderError
+    from mavin_ops.foundation import BaseError
     from mavin_ops.data.synth import PresetError as DataPresetError
     from mavin_ops.data.ingest import IngestError
     from mavin_ops.model.config import PresetError
@@ -1026,6 +1082,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.data.validate import DatasetError
     from mavin_ops.registry import PromotionError
     from mavin_ops.release import PreflightError, ResumeError
+    from mavin_ops.pretrain import PretrainError
     from mavin_ops.release_config import ConfigError
     from mavin_ops.training.plan import PlanError
     from mavin_ops.serving.repository import RepositoryError
@@ -1041,7 +1098,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (UserError, IngestError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
             EvaluationError, EncoderError, DetectorConfigError, PolicyError, MetricsFileError,
-            GenerateError, ExportError, ServerError, StoreError, CheckpointError, DataError, TrainError,
+            GenerateError, ExportError, BaseError, PretrainError, ServerError, StoreError, CheckpointError, DataError, TrainError,
             PreflightError, ResumeError, ConfigError, PlanError, DataPresetError, PresetError, DatasetError, MediaError, RecipeError, RepositoryError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)
 
 

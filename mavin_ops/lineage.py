@@ -2,7 +2,8 @@
 
     served Triton version -> registered model version (gate verdict, report) -> release
     pipeline run -> training stage runs (checkpoints) -> validation report -> dataset
-    version (DVC digest, registry commit) -> code commit
+    version (DVC digest, registry commit) -> code commit -> the foundation model the release
+    fine-tuned (``mavin-base@<version>``) -> its own data, runs and commit
 
 Everything is read from MLflow: the model version's lineage tags (mavin_ops/registry.py),
 the release's parent run (tagged by its release id) and its nested step runs
@@ -27,7 +28,7 @@ class LineageError(LookupError):
 
 @dataclass
 class Link:
-    kind: str  # served | model | release | train | validation | dataset | code | step
+    kind: str  # served | model | release | train | validation | dataset | code | base | step
     title: str
     facts: dict[str, str] = field(default_factory=dict)
     missing: bool = False
@@ -54,8 +55,9 @@ def _resolve(model_ref: str):
         raise LineageError(f"no model version {model_ref}; see `mavin-ops history {name}`") from None
 
 
-def lineage(model_ref: str) -> list[Link]:
-    """The chain for ``<model>@<alias|version>``, from the served version to the commit."""
+def lineage(model_ref: str, _depth: int = 0) -> list[Link]:
+    """The chain for ``<model>@<alias|version>``, from the served version to the commit, then
+    on through the foundation model the release fine-tuned to that model's own data."""
     c = _client()
     mv = _resolve(model_ref)
     tags = dict(mv.tags)
@@ -152,7 +154,44 @@ def lineage(model_ref: str) -> list[Link]:
             missing=ptags.get("mavin.git_commit", "unknown") == "unknown",
         )
     )
+    if ptags.get("mavin.base") and _depth == 0:
+        chain.extend(_base_links(c, ptags["mavin.base"], ptags.get("mavin.base_sha256", "")))
     return chain
+
+
+def _base_links(c, ref: str, sha: str) -> list[Link]:
+    """The foundation model a release fine-tuned, and where it came from: the pretrain
+    pipeline's runs and data when it made the base, else the shipped card's data and commit."""
+    try:
+        mv = _resolve(ref)
+    except LineageError:
+        return [Link("base", f"base {ref} not found in MLflow", {"sha256": sha}, missing=True)]
+    tags = dict(mv.tags)
+    links = [
+        Link(
+            "base",
+            f"base {mv.name} v{mv.version}" + (f" [{', '.join(mv.aliases)}]" if getattr(mv, "aliases", None) else ""),
+            {"sha256": tags.get("mavin.base_sha256", sha), "step": tags.get("mavin.step", ""), "source": mv.source,
+             "reproduce": tags.get("mavin.command", "")},
+            missing=bool(sha) and tags.get("mavin.base_sha256") != sha,
+        )
+    ]
+    if tags.get("mavin.release_id"):  # made by `mavin-ops pretrain`: walk its pipeline run
+        rest = lineage(f"{mv.name}@{mv.version}", _depth=1)[2:]
+        for link in rest:
+            link.kind, link.title = "base", f"base {link.title}"
+        return links + rest
+    links.append(
+        Link(
+            "base",
+            f"base dataset {tags.get('mavin.dataset_digest', '')[:12] or 'not recorded'}",
+            {"digest": tags.get("mavin.dataset_digest", ""), "world": tags.get("mavin.data", "")},
+            missing=not tags.get("mavin.dataset_digest"),
+        )
+    )
+    commit = tags.get("mavin.git_commit", "")
+    links.append(Link("base", f"base code commit {commit[:12] or 'unknown'}", {"commit": commit}, missing=not commit))
+    return links
 
 
 def render_text(chain: list[Link]) -> str:
@@ -173,6 +212,7 @@ _COLOURS = {
     "validation": "#17becf",
     "dataset": "#8c564b",
     "code": "#7f7f7f",
+    "base": "#e377c2",
 }
 
 

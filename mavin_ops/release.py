@@ -123,6 +123,7 @@ class ReleaseResult:
             ("mavin.dataset_digest", "dataset digest  "),
             ("mavin.dataset_commit", "registry commit "),
             ("mavin.git_commit", "code commit     "),
+            ("mavin.base", "fine-tuned base "),
             ("mavin.verdict", "verdict         "),
             ("mavin.verdict_reason", "reason          "),
             ("mavin.model_version", "model version   "),
@@ -241,6 +242,7 @@ def run_release(
     source: str = "",
     ingest_shards: int = 1,
     train_procs: int = 1,
+    base: str = "",
     cache: bool = True,
     resume: str | None = None,
     echo: Callable[[str], None] | None = None,
@@ -302,11 +304,16 @@ def run_release(
         source=source,
         ingest_shards=ingest_shards,
         train_procs=train_procs,
+        base=base,
     )
     if check and not resume:
         checked = {**args, "release_id": release_id or ""}
         preflight(checked)
         args["source"] = checked["source"]  # the steps run elsewhere: an absolute path
+    # Before any run exists, so a base that cannot be used changes nothing (the train step
+    # resolves it again: on a cluster, that is where it is read).
+    if not resume:
+        _resolve_base(args)
     c = tracking.client()
     if resume:
         from mavin_ops.safety import check_name
@@ -345,7 +352,7 @@ def run_release(
     try:
         with _stopped_by_signals() as caught:
             with console:
-                release_pipeline(**args, release_id=release_id)
+                release_pipeline(**{**args, "base": args.get("base") or ""}, release_id=release_id)
     except _Interrupted:
         interrupted = caught[0]
         error = f"interrupted by {signal.Signals(interrupted).name}"
@@ -466,6 +473,14 @@ def _headline_metrics(c, parent_id: str, children: list) -> None:
             c.log_inputs(parent_id, datasets=inputs)
         except Exception:  # noqa: BLE001 - as above
             pass
+
+
+def _resolve_base(args: dict):
+    """The foundation model the release fine-tunes (``args["base"]``; registered in MLflow as
+    ``mavin-base`` on first use), or None for a preset that trains from scratch."""
+    from mavin_ops import foundation
+
+    return foundation.resolve(str(args.get("base") or ""), str(args.get("preset") or "tiny"))
 
 
 def _champion(model: str) -> str | None:

@@ -52,6 +52,7 @@ class ReleaseConfig(BaseModel):
     source: str = ""
     ingest_shards: int = Field(1, ge=1)
     train_procs: int = Field(1, ge=1)
+    base: str = ""
     cache: bool = True
 
     @field_validator("model")

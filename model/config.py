@@ -14,10 +14,15 @@
   land on its scripted frame (with 4-frame steps a cut inside a step moved to the step's edge,
   about a frame per cut, which on 17-frame clips cost 0.04 STA); DCT audio at 10 latents/s (0.1 s
   frames: the dialogue boundaries' decisecond grid) keeping 60 coefficients (0-300 Hz: the
-  voices' fundamentals, which is what makes speech periodic). Three choices make it learn on
-  a CPU budget (BENCHMARKS.md, "Does it learn?"): video noise 99 % shared over time
-  (``flow.video_noise_shared``), the audio head predicts the clean latent
-  (``denoiser.audio_prediction = "data"``), and sampling uses classifier-free guidance 3.
+  voices' fundamentals, which is what makes speech periodic). Four choices make it learn on
+  a CPU budget (BENCHMARKS.md, "Does it learn?" and "Which head?"): video noise 99 % shared over
+  time (``flow.video_noise_shared``); both heads predict the clean latent with the loss kept in
+  velocity space (``denoiser.prediction = audio_prediction = "data"``: JiT, "Back to Basics",
+  Li and He 2025; a velocity head on raw 192-channel patches cannot even memorise one clip);
+  training times from a logit-normal skewed toward noise (median t 0.69), where the layout is
+  decided, since the velocity-space loss of a clean-latent head weighs a sample by about 1/t^2;
+  and sampling uses classifier-free guidance 3. Releases fine-tune a shipped foundation model
+  (``bases/tiny.json``).
   About 3M parameters; a 17-frame clip is 272 video (17 x 4 x 4) + 22 audio tokens.
 - ``paper``: OVI scale (MAVIN section 5.1): 30 blocks per tower, width 3072, 24 heads, about
   11B denoiser parameters; pretrained causal video VAE (16x spatial, 48 channels), audio VAE
@@ -143,8 +148,9 @@ def tiny() -> ModelConfig:
         video_codec=VideoCodecConfig(kind="patch", fps=8.0, temporal_stride=1, spatial_stride=8, height=32, width=32),
         audio_codec=AudioCodecConfig(kind="dct", sample_rate=8000, hop=800, latent_channels=60, scale=6.0, max_reference_seconds=1.0),
         text=TextConfig(tokenizer="words", vocab_size=1024, max_caption_tokens=48, encoder="small", width=64, depth=2, heads=2, ffn_dim=128),
-        denoiser=DiTConfig(width=192, heads=4, depth=2, ffn_dim=256, time_dim=64, patch_size=1, audio_prediction="data"),
-        flow=FlowConfig(sample_steps=25, guidance=3.0, video_noise_shared=0.99),
+        denoiser=DiTConfig(width=192, heads=4, depth=2, ffn_dim=256, time_dim=64, patch_size=1, prediction="data", audio_prediction="data"),
+        # t = 1 is noise here: JiT's logit-normal(-0.8, 0.8) toward noise, mirrored.
+        flow=FlowConfig(sample_steps=25, guidance=3.0, video_noise_shared=0.99, timestep_sampling="logit_normal", logit_mean=0.8, logit_std=0.8),
     )
 
 

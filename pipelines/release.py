@@ -94,6 +94,7 @@ def build_release_pipeline(platform: Platform = _local):
         source: str = "",
         ingest_shards: int = 1,
         train_procs: int = 1,
+        base: str = "",
     ):
         kfp_run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         lineage = {"release_id": release_id, "kfp_run_id": kfp_run_id}
@@ -156,9 +157,11 @@ def build_release_pipeline(platform: Platform = _local):
             # Every step after validation reads the validated dataset (only the clips validation
             # kept, plus the record of what it quarantined), never the imported one.
             clean = validated.outputs["validated"]
+            # The id stage fine-tunes the foundation model ``base`` names ("" = the one shipped for
+            # the preset; mavin_ops/foundation.py); each later stage starts from the one before.
             previous = None
             for stage in STAGES:
-                extra = {"parent_checkpoint": previous.outputs["checkpoint"]} if previous is not None else {}
+                extra = {"parent_checkpoint": previous.outputs["checkpoint"]} if previous is not None else {"base": base}
                 task = train(stage=stage, preset=preset, dataset=clean, dataset_digest=digest, steps=train_steps, procs=train_procs,
                              **extra, **lineage)
                 previous = step(task, "train", f"train {stage}")

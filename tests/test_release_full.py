@@ -42,7 +42,7 @@ def check_two_process_training(result, home: Path, work: Path) -> None:
             assert len(meta["rank_param_sha256"]) == 2 and len(set(meta["rank_param_sha256"])) == 1
     final = ckpt.find_resumable(home / "runs" / result.release_id / "train" / "joint", log=None)
     validated = next(Path(result.pipeline_dir).rglob("validated/manifest.jsonl")).parent  # what the release trained on
-    previous = None
+    previous = settings.local_path(result.tags["mavin.base_checkpoint"])  # the id stage fine-tunes the same base
     for stage in STAGES:
         one = launch(StageLaunch(stage, "debug", dataset=str(validated), out_dir=str(work / stage), steps=DEBUG_RELEASE["train_steps"],
                                  accum=2, init_checkpoint=previous, track=False))
@@ -61,7 +61,13 @@ def c_list(run_id: str, path: str) -> list:
 def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_home, monkeypatch, capfd):
     secret = "sk-test-secret-0123456789"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
-    common = dict(**DEBUG_RELEASE, model_name="mavin-debug")
+    # The foundation pipeline makes the base these releases fine-tune (mavin-base@champion).
+    from mavin_ops.pretrain import run_pretrain
+
+    base = run_pretrain("debug", 1000, steps=2, sample_limit=1, sample_steps=1, run_id="pretrain-test", echo=None)
+    assert base.succeeded, base.error
+    assert base.version == "1" and registry.champion_version("mavin-base") == "1" and "eval/sta" in base.metrics
+    common = dict(**DEBUG_RELEASE, model_name="mavin-debug", base="mavin-base@champion")
     terminal, said = io.StringIO(), []
     # The first release trains every stage on two local processes (torchrun, gloo).
     first = run_release(gate_policy=lenient_policy(tmp_path), terminal=terminal, train_procs=2, **{**common, "echo": said.append})
@@ -138,7 +144,13 @@ def test_release_promotes_then_failed_gate_changes_nothing(tmp_path, isolated_ho
     assert [link.kind for link in chain][:3] == ["served", "model", "release"]
     assert chain[0].title.endswith("version 1") and not chain[0].missing
     assert sum(link.kind == "train" for link in chain) == 4
-    assert chain[-2].facts["DVC digest"] == first.tags["mavin.dataset_digest"]
+    assert next(x for x in chain if x.kind == "dataset").facts["DVC digest"] == first.tags["mavin.dataset_digest"]
+    # ... and on through the base the id stage fine-tuned, to the foundation world it learnt.
+    assert first.tags["mavin.base"] == "mavin-base@1"
+    assert runs["train_id"].data.params["parent_checkpoint"] == first.tags["mavin.base_checkpoint"]
+    walked = [x.title for x in chain if x.kind == "base"]
+    assert walked[0].startswith("base mavin-base v1") and any(t.startswith("base train_base") for t in walked), walked
+    assert any(t.startswith("base dataset mavinset-base-v1") for t in walked) and any("base validation" in t for t in walked), walked
     # What `make release` ends with: the served champion answers the generate client.
     from mavin_ops.cli import main
 

@@ -39,18 +39,26 @@ from typing import Any, Iterable
 __all__ = [
     "PARAM_GROUPS",
     "PRESETS",
+    "ALL_STAGES",
+    "BASE_STAGE",
     "STAGES",
     "SUBSETS",
     "RecipeError",
     "StageRecipe",
     "get_recipe",
     "match_groups",
+    "needs_base",
     "previous_stage",
     "stage_chain",
 ]
 
-#: Training stages in order (MTSS 4.2.2).
+#: Training stages of a release, in order (MTSS 4.2.2).
 STAGES: tuple[str, ...] = ("id", "multishot", "av", "joint")
+#: The foundation stage (MAVIN's text-driven stage 1): trained by ``mavin-ops pretrain``, not by a
+#: release; a release's ``id`` stage fine-tunes from its checkpoint (the *base*).
+BASE_STAGE = "base"
+#: Every stage a recipe can name.
+ALL_STAGES: tuple[str, ...] = (BASE_STAGE, *STAGES)
 #: Recipe presets. ``debug`` and ``tiny`` train on one machine; ``paper`` on a GPU cluster.
 PRESETS: tuple[str, ...] = ("debug", "tiny", "paper")
 
@@ -124,8 +132,8 @@ class StageRecipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise RecipeError(f"unknown stage '{self.stage}'; use one of {', '.join(STAGES)}")
+        if self.stage not in ALL_STAGES:
+            raise RecipeError(f"unknown stage '{self.stage}'; use one of {', '.join(ALL_STAGES)}")
         if not self.mixture:
             raise RecipeError(f"recipe {self.stage}/{self.preset}: the data mixture is empty; name at least one subset")
         for subset, weight in self.mixture:
@@ -202,6 +210,8 @@ class StageRecipe:
 # cross-modal attention; the joint stage everything, on an interleaved mixture of the three
 # earlier stages' data (MTSS 4.2.2).
 _STAGE_DEFS: dict[str, tuple[tuple[tuple[str, float], ...], tuple[str, ...]]] = {
+    # The foundation: every parameter on every clip of the foundation world.
+    "base": ((("all", 1.0),), ("all",)),
     "id": ((("identity", 1.0),), ("identity", "self_attn")),
     "multishot": ((("multishot", 1.0),), ("text",)),
     "av": ((("dialogue", 1.0),), ("audio_tower", "av_cross")),
@@ -210,39 +220,40 @@ _STAGE_DEFS: dict[str, tuple[tuple[tuple[str, float], ...], tuple[str, ...]]] = 
 
 # Per preset: steps per stage, micro-batch, checkpoint cadence, lr, and what a preset without
 # a pretrained backbone adds to the trainable groups.
-# The papers fine-tune a pretrained OVI / LTX-2 backbone. The debug and tiny models start from
-# random weights with adaLN-Zero (every block's gates and both output heads are zero), so a
-# stage that freezes the backbone would get no gradient at all. Hence:
-# debug: a handful of steps (unit tests, the golden loss file); its first stage (id) also
-#   trains the backbone ("all", the role of MAVIN's text-driven stage 1), the later stages
-#   train only their own groups, so freezing is exercised with real gradients.
-# tiny: enough to learn the synthetic world on 2 CPU cores in about six minutes (580 steps;
-#   multi-shot control and the voices get the most steps of the first three stages); every stage
-#   also trains the backbone and uses a larger lr, decayed along a cosine within each stage
-#   (5e-5 is a fine-tuning rate for an 11B pretrained model and would not move a freshly
-#   initialized one in minutes).
+# The papers fine-tune a pretrained OVI / LTX-2 backbone, and so do the tiny and paper presets:
+# debug: a handful of steps (unit tests, the golden loss file); it has no base, so its first
+#   stage (id) also trains the backbone ("all", the role of MAVIN's text-driven stage 1; with
+#   adaLN-Zero a frozen fresh backbone gets no gradient), the later stages train only their own
+#   groups, so freezing is exercised with real gradients. Its base stage is a few steps.
+# tiny: the base stage (``mavin-ops pretrain``) trains every parameter on its own synthetic
+#   world for thousands of steps at a constant lr after a warm-up (resumable in chunks; the
+#   shipped base in bases/ is one), then a release fine-tunes it stage by stage with the papers'
+#   freezing (each stage only its own groups, joint everything) at a fine-tuning lr decayed
+#   along a cosine within each stage.
 # paper: the MAVIN C.2 schedule (60K / 20K / 15K steps) and 15K joint steps (MTSS 4.2.2),
 #   lr 5e-5, only the stage's own groups train.
 _PRESET_DEFS: dict[str, dict[str, Any]] = {
     "debug": {
-        "steps": {"id": 4, "multishot": 4, "av": 4, "joint": 6},
+        "steps": {"base": 4, "id": 4, "multishot": 4, "av": 4, "joint": 6},
         "batch": 2,
         "checkpoint_every": 2,
         "lr": 5e-5,
         "extra_trainable": {"id": ("all",)},
     },
     "tiny": {
-        "steps": {"id": 60, "multishot": 100, "av": 120, "joint": 300},
+        "steps": {"base": 8000, "id": 60, "multishot": 100, "av": 120, "joint": 300},
         "batch": 8,
         "checkpoint_every": 50,
         "log_every": 10,
-        "lr": 1e-3,
+        "lr": 3e-4,
         "decay": "cosine",
         "min_lr_ratio": 0.05,
-        "extra_trainable": {s: ("all",) for s in STAGES},
+        "needs_base": True,
+        "stage": {"base": {"lr": 1e-3, "decay": "constant", "warmup_steps": 200, "checkpoint_every": 500, "keep_last": 16}},
     },
     "paper": {
-        "steps": {"id": 60_000, "multishot": 20_000, "av": 15_000, "joint": 15_000},
+        "needs_base": True,
+        "steps": {"base": 100_000, "id": 60_000, "multishot": 20_000, "av": 15_000, "joint": 15_000},
         "batch": 1,
         "checkpoint_every": 1000,
         "log_every": 50,
@@ -256,8 +267,8 @@ def get_recipe(stage: str, preset: str, **overrides: Any) -> StageRecipe:
     """The recipe of ``stage`` for ``preset``, with optional field overrides (e.g. ``steps=3``).
 
     Raises :class:`RecipeError` for an unknown stage, preset or field."""
-    if stage not in STAGES:
-        raise RecipeError(f"unknown stage '{stage}'; use one of {', '.join(STAGES)}")
+    if stage not in ALL_STAGES:
+        raise RecipeError(f"unknown stage '{stage}'; use one of {', '.join(ALL_STAGES)}")
     if preset not in _PRESET_DEFS:
         raise RecipeError(f"unknown training preset '{preset}'; use one of {', '.join(PRESETS)}")
     mixture, trainable = _STAGE_DEFS[stage]
@@ -278,17 +289,29 @@ def get_recipe(stage: str, preset: str, **overrides: Any) -> StageRecipe:
         "lr": p["lr"],
         "log_every": p.get("log_every", 1),
         "bf16": p.get("bf16", False),
+        "decay": p.get("decay", "constant"),
+        "min_lr_ratio": p.get("min_lr_ratio", 0.0),
     }
+    base.update(p.get("stage", {}).get(stage, {}))
     base.update({k: v for k, v in overrides.items() if v is not None})
     return StageRecipe(**base)
 
 
 def previous_stage(stage: str) -> str | None:
-    """The stage whose final checkpoint ``stage`` starts from (None for ``id``)."""
-    if stage not in STAGES:
-        raise RecipeError(f"unknown stage '{stage}'; use one of {', '.join(STAGES)}")
-    i = STAGES.index(stage)
+    """The release stage whose final checkpoint ``stage`` starts from (None for ``id``, which
+    starts from a base when the preset has one, and for ``base``)."""
+    if stage not in ALL_STAGES:
+        raise RecipeError(f"unknown stage '{stage}'; use one of {', '.join(ALL_STAGES)}")
+    i = STAGES.index(stage) if stage in STAGES else 0
     return STAGES[i - 1] if i else None
+
+
+def needs_base(preset: str) -> bool:
+    """Whether a release of ``preset`` fine-tunes a foundation model (its ``id`` stage starts
+    from a ``base`` checkpoint): true where the preset freezes what the papers freeze."""
+    if preset not in _PRESET_DEFS:
+        raise RecipeError(f"unknown training preset '{preset}'; use one of {', '.join(PRESETS)}")
+    return bool(_PRESET_DEFS[preset].get("needs_base", False))
 
 
 def stage_chain(until: str = "joint") -> tuple[str, ...]:

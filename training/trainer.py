@@ -41,12 +41,13 @@ from typing import Any, Callable, Iterator
 from mavin_ops import settings
 
 from . import checkpoint as ckpt
-from .recipes import STAGES, RecipeError, StageRecipe, get_recipe, match_groups, previous_stage
+from .recipes import BASE_STAGE, STAGES, RecipeError, StageRecipe, get_recipe, match_groups, needs_base, previous_stage
 
 __all__ = [
     "EXIT_SIGTERM",
     "StageResult",
     "TrainError",
+    "check_base",
     "load_trained_model",
     "train_stage",
     "train_stages",
@@ -136,13 +137,18 @@ def _batch_size(batch: Any, default: int) -> int:
     return default
 
 
+def _stage_number(stage: str) -> int:
+    """1.. for the release stages in order, 0 for the base stage (seeds mix it in)."""
+    return STAGES.index(stage) + 1 if stage in STAGES else 0
+
+
 def _loop_seed(seed: int, stage: str, rank: int) -> int:
-    return (seed * 1_000_003 + (STAGES.index(stage) + 1) * 7919 + rank * 104_729) % (2**31 - 1)
+    return (seed * 1_000_003 + _stage_number(stage) * 7919 + rank * 104_729) % (2**31 - 1)
 
 
 def _micro_seed(seed: int, stage: str, micro_index: int) -> int:
     """The seed of the noise of global micro-batch ``micro_index`` (see BatchSchedule.micro_index)."""
-    return (seed * 1_000_003 + (STAGES.index(stage) + 1) * 7919 + micro_index * 104_729 + 17) % (2**31 - 1)
+    return (seed * 1_000_003 + _stage_number(stage) * 7919 + micro_index * 104_729 + 17) % (2**31 - 1)
 
 
 def _seed_all(seed: int) -> None:
@@ -268,11 +274,16 @@ def train_stage(
     from . import engine as eng
 
     recipe = get_recipe(stage, preset, **(overrides or {}))
+    out = Path(out_dir)
+    if stage == STAGES[0] and needs_base(preset) and not init_checkpoint and not ckpt.checkpoint_dirs(out):
+        raise TrainError(
+            f"stage '{stage}' of preset '{preset}' fine-tunes a foundation model; pass a base checkpoint with --init "
+            "(a release finds the shipped one itself; mavin-ops pretrain trains one)"
+        )
     if adapter is None:
         from .adapter import get_adapter
 
         adapter = get_adapter(preset)
-    out = Path(out_dir)
     with eng.rank_env(), _sigterm_flag() as stop:
         dist = eng.setup_distributed()
         main = dist.is_main
@@ -318,6 +329,7 @@ def train_stage(
                     f"stage '{stage}' starts from the '{previous_stage(stage)}' stage's final checkpoint; "
                     f"pass init_checkpoint (--init <folder>) or train '{previous_stage(stage)}' first"
                 )
+
             if resume is not None:
                 meta = ckpt.load_json(resume, "meta.json")
                 if meta.get("stage") != stage:
@@ -448,28 +460,46 @@ def _find_resume(out: Path, dist: Any, say: Callable[[str], None]) -> ckpt.Check
     return info
 
 
-def _check_init(path: Path, stage: str, adapter: Any) -> ckpt.CheckpointInfo:
-    """The previous stage's final checkpoint: intact, finished, same model config. ``path`` is
-    a ``step-*`` folder or a stage folder (its newest intact checkpoint)."""
+def _intact(path: Path, missing: str) -> ckpt.CheckpointInfo:
+    """The checkpoint ``path`` names (a ``step-*`` folder, or a stage folder's newest intact
+    one), verified; TrainError with ``missing`` when the folder holds none."""
     try:
         if (path / ckpt.MANIFEST).is_file():
             manifest = ckpt.verify_checkpoint(path)
-            info = ckpt.CheckpointInfo(path, int(manifest["step"]), manifest)
-        else:
-            found = ckpt.find_resumable(path, log=None)
-            if found is None:
-                raise TrainError(f"init checkpoint {path} holds no checkpoint; train stage '{previous_stage(stage)}' first")
-            info = found
+            return ckpt.CheckpointInfo(path, int(manifest["step"]), manifest)
+        found = ckpt.find_resumable(path, log=None) if path.is_dir() else None
     except ckpt.CheckpointError as exc:
         raise TrainError(f"init checkpoint refused: {exc}") from None
+    if found is None:
+        raise TrainError(missing)
+    return found
+
+
+def _check_init(path: Path, stage: str, adapter: Any) -> ckpt.CheckpointInfo:
+    """The previous stage's final checkpoint (for ``id``: a base's): intact, finished, same
+    model config. ``path`` is a ``step-*`` folder or a stage folder (its newest intact checkpoint)."""
+    expected = previous_stage(stage)
+    if expected is None and stage == STAGES[0]:
+        expected = BASE_STAGE  # id starts from a foundation model, never from another stage
+    info = _intact(path, f"init checkpoint {path} holds no checkpoint; train stage '{expected}' first")
     meta = ckpt.load_json(info, "meta.json")
-    if not meta.get("complete"):
+    # A base may be taken at any step its learning curve chose; a release stage only when done.
+    if not meta.get("complete") and expected != BASE_STAGE:
         raise TrainError(f"init checkpoint {path} is step {meta.get('step')} of an unfinished '{meta.get('stage')}' stage; start from its final checkpoint")
     if not _same_model_config(adapter, meta.get("model")):
         raise TrainError(f"init checkpoint {path} holds a model with another config (preset {meta.get('preset')}); use the same preset for every stage")
-    expected = previous_stage(stage)
     if expected is not None and meta.get("stage") != expected:
         raise TrainError(f"init checkpoint {path} is from stage '{meta.get('stage')}'; stage '{stage}' starts from '{expected}'")
+    return info
+
+
+def check_base(path: Path) -> ckpt.CheckpointInfo:
+    """A foundation model's checkpoint: intact and of stage ``base`` (finished or not: a base
+    is shipped from whichever step its learning curve chose)."""
+    info = _intact(path, f"{path} holds no checkpoint; train one with mavin-ops pretrain")
+    meta = ckpt.load_json(info, "meta.json")
+    if meta.get("stage") != BASE_STAGE:
+        raise TrainError(f"{info.path} is a checkpoint of stage '{meta.get('stage')}', not a base")
     return info
 
 

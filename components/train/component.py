@@ -20,9 +20,13 @@ def train(
     parent_checkpoint: Input[Model] = None,
     steps: int = 0,
     procs: int = 1,
+    base: str = "",
 ) -> NamedTuple("TrainOutputs", step=int, final_loss=float, checkpoint_sha256=str, run_id=str):
     """Train ``stage`` (id | multishot | av | joint) of ``preset`` on ``dataset``, starting from
-    ``parent_checkpoint`` (the previous stage's output; not given for ``id``). ``steps`` > 0
+    ``parent_checkpoint`` (the previous stage's output; not given for ``id``, which starts from
+    the foundation model ``base`` names: empty for the one the project ships for the preset,
+    ``mavin-base@<alias|version>``, or a path; see mavin_ops/foundation.py. The release's parent
+    run records which: ``mavin.base``, ``mavin.base_sha256``, ``mavin.base_checkpoint``). ``steps`` > 0
     overrides the recipe's step count; ``procs`` > 1 trains with that many local processes
     (training/launch.py: torchrun, gloo on CPU, NCCL on GPUs). On a cluster the profile's
     launch plan (``$MAVIN_LAUNCH``) decides instead: a TrainJob of N nodes x G GPUs that this
@@ -42,13 +46,24 @@ def train(
     from mavin_ops.training.launch import StageLaunch, from_environment, launch
 
     record = validate.quarantine_record(dataset.path)  # what validation left out of this dataset
+    init = parent_checkpoint.path if parent_checkpoint is not None else None
+    if init is None:
+        from mavin_ops import foundation
+
+        found = foundation.resolve(base, preset)  # None: a preset that trains from scratch
+        if found is not None:
+            init = str(found.checkpoint)
+            parent = tracking.parent_run(release_id, kfp_run_id)
+            for tag, value in {"mavin.base": found.ref, "mavin.base_sha256": found.sha256,
+                               "mavin.base_checkpoint": settings.portable(found.checkpoint)}.items():
+                tracking.client().set_tag(parent, tag, value)
     key = tracking.release_key(release_id, kfp_run_id)
     workdir = settings.home() / "runs" / key / "train" / stage
     # The cluster profile's launch plan ($MAVIN_LAUNCH) picks the backend and size; without
     # one, procs does (in this process, or torchrun on this machine).
     kind, nproc, cluster = from_environment(stage, str(settings.home()), procs)
     spec = StageLaunch(stage, preset, dataset=dataset.path, out_dir=str(workdir), nproc=nproc,
-                       init_checkpoint=parent_checkpoint.path if parent_checkpoint is not None else None,
+                       init_checkpoint=init,
                        steps=steps if steps > 0 else 0, dataset_digest=dataset_digest, release_id=release_id, kfp_run_id=kfp_run_id,
                        kind=kind)
     result = launch(spec, log_dir=workdir.parent / f".{stage}.ranks", cluster=cluster)

@@ -70,7 +70,7 @@ def test_overrides_are_checked():
     assert get_recipe("id", "debug", steps=3, zero_stage=0).steps == 3
     with pytest.raises(RecipeError, match="unknown recipe field.*stepz"):
         get_recipe("id", "debug", stepz=3)
-    with pytest.raises(RecipeError, match="unknown stage 'pretrain'; use one of id, multishot, av, joint"):
+    with pytest.raises(RecipeError, match="unknown stage 'pretrain'; use one of base, id, multishot, av, joint"):
         get_recipe("pretrain", "debug")
     with pytest.raises(RecipeError, match="unknown training preset 'huge'"):
         get_recipe("id", "huge")
@@ -127,3 +127,21 @@ def test_the_paper_model_keeps_its_pretrained_parts_frozen_in_every_stage():
     assert matched_frozen > 500  # the groups do match frozen parts (text encoder, audio VAE): the filter is what holds them
     joint = trainable_names(model, adapter, get_recipe("joint", "paper"))
     assert not any(n.startswith(("text_encoder.", "audio_codec.", "video_codec.")) for n in joint)
+
+
+def test_tiny_fine_tunes_a_base_with_the_papers_freezing():
+    """The base stage trains everything at a constant lr (chunks add up); a tiny release then
+    fine-tunes it, each stage only its own groups (MTSS 4.2.2), joint everything."""
+    from mavin_ops.training.recipes import BASE_STAGE, needs_base
+
+    base = get_recipe(BASE_STAGE, "tiny")
+    assert base.trainable == ("all",) and base.decay == "constant" and base.warmup_steps > 0 and base.mixture == (("all", 1.0),)
+    assert base.lr_at(base.steps // 2) == base.lr_at(base.steps - 1) == base.lr
+    assert needs_base("tiny") and needs_base("paper") and not needs_base("debug")
+    assert get_recipe("id", "tiny").trainable == ("identity", "self_attn")
+    assert get_recipe("multishot", "tiny").trainable == ("text",)
+    assert get_recipe("av", "tiny").trainable == ("audio_tower", "av_cross")
+    assert get_recipe("joint", "tiny").trainable == ("all",)
+    joint = get_recipe("joint", "tiny")
+    assert joint.decay == "cosine" and joint.lr_at(joint.steps - 1) < 0.1 * joint.lr
+    assert get_recipe("id", "debug").trainable == ("identity", "self_attn", "all")  # no base: id trains the backbone too

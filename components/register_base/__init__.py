@@ -1,0 +1,1 @@
+"""Component: register_base (see component.py)."""
