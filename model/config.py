@@ -18,7 +18,8 @@
   a CPU budget (BENCHMARKS.md, "Does it learn?" and "Which head?"): video noise 99 % shared over
   time (``flow.video_noise_shared``); both heads predict the clean latent with the loss kept in
   velocity space (``denoiser.prediction = audio_prediction = "data"``: JiT, "Back to Basics",
-  Li and He 2025; a velocity head on raw 192-channel patches cannot even memorise one clip);
+  Li and He 2025; on raw 192-channel patches a velocity head memorises one clip about 30 to 200
+  times worse at the same budget: BENCHMARKS.md, "Which head?");
   training times from a logit-normal skewed toward noise (median t 0.69), where the layout is
   decided, since the velocity-space loss of a clean-latent head weighs a sample by about 1/t^2;
   and sampling uses classifier-free guidance 3. Releases fine-tune a shipped foundation model

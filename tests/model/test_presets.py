@@ -39,7 +39,7 @@ def test_tiny_preset_size_and_tokens():
     assert model.video_codec.latent_shape(17, 32, 32) == (192, 17, 4, 4)  # one step per frame: 17 x 16 = 272 video tokens
     assert model.audio_codec.latent_shape(17000) == (22, 60)  # 10 latents per second (0.1 s frames), 0-300 Hz
     assert cfg.video_token_dim <= cfg.denoiser.width and cfg.audio_token_dim <= cfg.denoiser.width
-    assert cfg.denoiser.prediction == "velocity" and cfg.denoiser.audio_prediction == "data"
+    assert cfg.denoiser.prediction == "data" and cfg.denoiser.audio_prediction == "data"  # clean-latent heads (JiT)
 
 
 @pytest.mark.parametrize("name", ["debug", "tiny", "paper"])
