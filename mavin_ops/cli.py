@@ -234,7 +234,17 @@ def _pretrain(args: argparse.Namespace) -> int:
             raise UserError("--from-checkpoint packages a base checkpoint: name the folder to write it to with --ship DIR")
         if not args.world:
             raise UserError("--from-checkpoint needs --world DATASET, the folder the base was trained on (its card records it)")
-        out = foundation.package_checkpoint(args.from_checkpoint, args.ship, world=args.world, seed=args.seed, command=args.command)
+        metrics = {}
+        if args.metrics:  # an evaluation's metrics.json, or a flat {name: number} object
+            try:
+                doc = json.loads(Path(args.metrics).read_text()[:1 << 20])
+            except (OSError, ValueError) as exc:
+                raise UserError(f"--metrics {args.metrics}: not a readable JSON file ({exc})") from None
+            flat = doc.get("metrics", doc) if isinstance(doc, dict) else {}
+            metrics = {k: (v.get("mean") if isinstance(v, dict) else v) for k, v in flat.items()}
+            metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        out = foundation.package_checkpoint(args.from_checkpoint, args.ship, world=args.world, command=args.command, metrics=metrics,
+                                            notes=args.note)
         print(f"shipped: {out} and {out.with_suffix('.json').name}")
         return 0
 
@@ -877,7 +887,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pt = sub.add_parser("pretrain", help="train, evaluate and register the foundation model (mavin-base) that releases fine-tune")
     pt.add_argument("--preset", default="tiny", choices=MODEL_PRESETS, help="model preset (default: tiny)")
-    pt.add_argument("--seed", type=_count(0), default=1000, help="world seed, 1000 or more: lower seeds are the release benchmarks' (default: 1000)")
+    from mavin_ops.pretrain import MIN_SEED
+
+    pt.add_argument("--seed", type=_count(0), default=MIN_SEED,
+                    help=f"world seed, {MIN_SEED} or more: lower seeds are the release benchmarks' (default: {MIN_SEED})")
     pt.add_argument("--steps", type=_count(0), default=0, help="the base stage's total steps (default: the recipe's); rerun with the same "
                     "--run-id and more steps to train on from the last checkpoint")
     pt.add_argument("--sample-limit", type=_count(1), default=8, help="held-out clips of the world to generate and score (default: 8)")
@@ -890,6 +903,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "with --ship instead of running the pipeline")
     pt.add_argument("--world", default=None, metavar="DATASET", help="with --from-checkpoint: the dataset folder the base trained on")
     pt.add_argument("--command", default="", help="with --from-checkpoint: the command that reproduces the checkpoint, for its card")
+    pt.add_argument("--metrics", default=None, metavar="JSON", help="with --from-checkpoint: the base's scores (a metrics.json, or a "
+                    "flat JSON object of numbers), for its card")
+    pt.add_argument("--note", default="", help="with --from-checkpoint: a note for its card (how it was trained)")
     pt.add_argument("--json", action="store_true", help="print the result as JSON")
     pt.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     pt.set_defaults(func=_pretrain)

@@ -24,6 +24,7 @@ A base travels in three forms:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -50,8 +51,11 @@ __all__ = [
 
 #: The registered model name of foundation models in MLflow.
 BASE_MODEL = "mavin-base"
-#: Where the project's shipped bases live (package data of mavin_ops.training).
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "training" / "bases"
+#: Where the project's shipped bases live (package data of mavin_ops.training, found without
+#: importing it).
+SHIPPED_DIR = Path(importlib.util.find_spec("mavin_ops.training").submodule_search_locations[0]) / "bases"
+#: The foundation world's dataset name in the data registry.
+BASE_WORLD = "mavinset-base"
 #: Card tag holding the weights' sha256 on a model version: one version per distinct base.
 SHA_TAG = "mavin.base_sha256"
 CARD_FORMAT = 1
@@ -112,6 +116,14 @@ def card_of(weights: str | os.PathLike) -> dict[str, Any]:
     for key in ("sha256", "preset", "step", "model", "recipe"):
         if key not in card:
             raise BaseError(f"base card {card_path}: field '{key}' is missing")
+    from mavin_ops.training.recipes import BASE_STAGE, PRESETS
+
+    step = card["step"]
+    if card.get("stage") != BASE_STAGE or not isinstance(step, int) or isinstance(step, bool) or step < 0 or card["preset"] not in PRESETS:
+        raise BaseError(f"base card {card_path}: needs stage 'base', a step >= 0 and a preset of {', '.join(PRESETS)}; "
+                        f"got stage {str(card.get('stage'))[:20]!r}, step {str(step)[:20]!r}, preset {str(card['preset'])[:20]!r}")
+    if not isinstance(card["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", card["sha256"]):
+        raise BaseError(f"base card {card_path}: sha256 is not 64 hex digits")
     actual = _sha256(weights)
     if actual != card["sha256"]:
         raise BaseError(f"base weights {weights} have sha256 {actual[:12]}..., the card says {str(card['sha256'])[:12]}...; restore both files")
@@ -148,8 +160,8 @@ def package(checkpoint: str | os.PathLike, out: str | os.PathLike, *, command: s
     return out
 
 
-def package_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, *, world: str | os.PathLike, seed: int,
-                       command: str = "") -> Path:
+def package_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, *, world: str | os.PathLike,
+                       command: str = "", metrics: dict[str, Any] | None = None, notes: str = "") -> Path:
     """Package a ``base`` checkpoint trained outside the pipeline (``train --stage base``) as
     ``folder/<preset>.safetensors`` and its card; ``world`` is the dataset it trained on (its
     ``mavinset.json`` and manifest digest go on the card)."""
@@ -161,15 +173,20 @@ def package_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike,
     meta = ckpt.load_json(info, "meta.json")
     world = Path(world)
     summary_path = world / "mavinset.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if not summary_path.is_file():
+        raise BaseError(f"{world} is not a generated world: {summary_path.name} is missing (mavin-ops data generate writes it)")
+    try:
+        summary = json.loads(summary_path.read_text())
+        seed = int(summary["seed"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise BaseError(f"{summary_path} is not a world summary with a seed; regenerate the world") from None
     digest = dataset_digest(world)
     if meta.get("dataset", {}).get("digest") not in ("", None, digest):
         raise BaseError(f"checkpoint {info.path} trained on data {meta['dataset']['digest'][:12]}..., not {world} ({digest[:12]}...)")
-    data = {"name": "mavinset-base", "preset": summary.get("preset", ""), "seed": int(seed), "digest": digest,
-            "clips": summary.get("clips", {})}
+    data = {"name": BASE_WORLD, "preset": summary.get("preset", ""), "seed": seed, "digest": digest, "clips": summary.get("clips", {})}
     cmd = command or (f"mavin-ops data generate --preset {data['preset']} --seed {seed} --out datasets/base && "
                       f"mavin-ops train --stage base --preset {meta['preset']} --dataset datasets/base --out runs/base --steps {meta['step']}")
-    return package(info.path, Path(folder) / f"{meta['preset']}.safetensors", command=cmd, data=data)
+    return package(info.path, Path(folder) / f"{meta['preset']}.safetensors", command=cmd, data=data, metrics=metrics, notes=notes)
 
 
 # --------------------------------------------------------------------------- checkpoint form
@@ -209,16 +226,21 @@ def materialize(weights: str | os.PathLike, card: dict[str, Any]) -> Path:
 # --------------------------------------------------------------------------- registry
 
 
-def register(weights: str | os.PathLike, card: dict[str, Any], *, run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
+def register(weights: str | os.PathLike, card: dict[str, Any], *, run_id: str | None = None, tags: dict[str, str] | None = None,
+             champion: bool = False) -> str:
     """Register the base as a version of ``mavin-base`` (once per sha256; an existing version
-    is returned). The first version becomes the champion. Returns the version number."""
+    is returned). The first version becomes the champion, and so does this one with
+    ``champion`` (what ``mavin-ops pretrain`` does with what it trained: a base passes no gate,
+    its evaluation is on its run). Returns the version number."""
     from mavin_ops import registry, tracking
 
-    checkpoint = materialize(weights, card)
     c = tracking.client()
     with registry._lock(BASE_MODEL):
+        checkpoint = materialize(weights, card)
         existing = _version_with_sha(c, card["sha256"])
         if existing is not None:
+            if champion:
+                c.set_registered_model_alias(BASE_MODEL, registry.CHAMPION, existing)
             return existing
         if run_id is None:
             run_id = _card_run(c, card)
@@ -229,7 +251,7 @@ def register(weights: str | os.PathLike, card: dict[str, Any], *, run_id: str | 
             tags={
                 SHA_TAG: card["sha256"],
                 "mavin.preset": card["preset"],
-                "mavin.step": card["step"],
+                "mavin.base_step": card["step"],
                 "mavin.dataset_digest": card.get("dataset_digest", ""),
                 "mavin.git_commit": card.get("commit", ""),
                 "mavin.command": card.get("command", "")[:4000],
@@ -237,7 +259,7 @@ def register(weights: str | os.PathLike, card: dict[str, Any], *, run_id: str | 
                 **(tags or {}),
             },
         )
-        if registry.champion_version(BASE_MODEL) is None:
+        if champion or registry.champion_version(BASE_MODEL) is None:
             c.set_registered_model_alias(BASE_MODEL, registry.CHAMPION, version)
         return version
 
@@ -332,7 +354,12 @@ def _from_registry(ref: str, preset: str) -> ResolvedBase:
         path = settings.local_path(mv.source)
     except ValueError as exc:
         raise BaseError(f"base {ref}: its source {mv.source[:200]} is refused ({exc})") from None
-    return _from_checkpoint(path, preset, f"{name}@{mv.version}")
+    found = _from_checkpoint(path, preset, f"{name}@{mv.version}")
+    # The registry's record of the weights, not the folder, says what the base is.
+    if found.sha256 != mv.tags.get(SHA_TAG):
+        raise BaseError(f"base {name}@{mv.version}: the weights at {mv.source[:200]} have sha256 {found.sha256[:12]}..., "
+                        f"the version was registered with {str(mv.tags.get(SHA_TAG))[:12]}...; re-register the base")
+    return found
 
 
 def _from_checkpoint(path: Path, preset: str, ref: str) -> ResolvedBase:

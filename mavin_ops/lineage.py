@@ -61,6 +61,10 @@ def lineage(model_ref: str, _depth: int = 0) -> list[Link]:
     c = _client()
     mv = _resolve(model_ref)
     tags = dict(mv.tags)
+    from mavin_ops.foundation import BASE_MODEL
+
+    if mv.name == BASE_MODEL and not tags.get("mavin.release_id") and _depth == 0:  # a shipped base: its card's facts
+        return _base_links(c, f"{mv.name}@{mv.version}", tags.get("mavin.base_sha256", ""))
     chain: list[Link] = []
     served = tags.get("mavin.triton_version")
     chain.append(
@@ -171,7 +175,7 @@ def _base_links(c, ref: str, sha: str) -> list[Link]:
         Link(
             "base",
             f"base {mv.name} v{mv.version}" + (f" [{', '.join(mv.aliases)}]" if getattr(mv, "aliases", None) else ""),
-            {"sha256": tags.get("mavin.base_sha256", sha), "step": tags.get("mavin.step", ""), "source": mv.source,
+            {"sha256": tags.get("mavin.base_sha256", sha), "step": tags.get("mavin.base_step", ""), "source": mv.source,
              "reproduce": tags.get("mavin.command", "")},
             missing=bool(sha) and tags.get("mavin.base_sha256") != sha,
         )

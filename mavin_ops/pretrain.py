@@ -22,7 +22,7 @@ from typing import Any, Callable, TextIO
 
 from mavin_ops import settings, tracking
 
-__all__ = ["MIN_SEED", "PretrainError", "PretrainResult", "run_pretrain"]
+__all__ = ["MIN_SEED", "WORLDS", "PretrainError", "PretrainResult", "pretrain_command", "run_pretrain"]
 
 #: Seeds below this are the release benchmarks' (``release --seed``); a foundation world is
 #: generated from seeds at or above it, so the base never sees a benchmark clip's source.
@@ -90,6 +90,7 @@ def run_pretrain(
     args = dict(preset=preset, world_preset=world_preset, seed=seed, steps=steps, sample_limit=sample_limit,
                 sample_steps=sample_steps, train_procs=train_procs)
     c = tracking.client()
+    _check_rerun(c, run_id, args, PIPELINE_NAME)
     parent = tracking.parent_run(run_id, pipeline=PIPELINE_NAME)
     from mlflow.entities import Param
 
@@ -126,6 +127,27 @@ def run_pretrain(
     return result
 
 
+def pretrain_command(preset: str, seed: int, steps: int, ship: str | os.PathLike | None = None) -> str:
+    """The command that reproduces a base (what its card records)."""
+    return f"mavin-ops pretrain --preset {preset} --seed {seed} --steps {steps}" + (f" --ship {ship}" if ship else "")
+
+
+def _check_rerun(c: Any, run_id: str, args: dict[str, Any], pipeline: str) -> None:
+    """A run id names one pretrain run: a rerun continues it with the same world and model
+    (more ``steps`` allowed); a release's id is not a pretrain run's."""
+    found = c.search_runs([tracking.experiment_id()], filter_string=f"tags.`mavin.release_id` = '{run_id}' and tags.`mavin.step` = 'pipeline'",
+                          max_results=1)
+    if not found:
+        return
+    run = found[0]
+    if run.data.tags.get("mavin.pipeline") != pipeline:
+        raise PretrainError(f"--run-id {run_id} names a {run.data.tags.get('mavin.pipeline', 'release')} run; pick another id")
+    changed = [k for k in ("preset", "world_preset", "seed") if k in run.data.params and run.data.params[k] != str(args[k])]
+    if changed:
+        was = ", ".join(f"{k} {run.data.params[k]}" for k in changed)
+        raise PretrainError(f"pretrain {run_id} was started with {was}; a rerun continues it with the same world (drop the changes or pick a new --run-id)")
+
+
 def _fill(c: Any, result: PretrainResult) -> None:
     from mavin_ops.foundation import BASE_MODEL
 
@@ -153,7 +175,8 @@ def _ship(result: PretrainResult, folder: str | os.PathLike, preset: str, world_
     from mavin_ops.training import checkpoint as ckpt
 
     meta = ckpt.load_json(ckpt.find_resumable(result.checkpoint, log=None) or result.checkpoint, "meta.json")
-    command = f"mavin-ops pretrain --preset {preset} --seed {seed} --steps {meta['step']} --ship {folder}"
+    command = pretrain_command(preset, seed, meta["step"], folder)
     return foundation.package(result.checkpoint, Path(folder) / f"{preset}.safetensors", command=command,
-                              data={"name": "mavinset-base", "preset": world_preset, "seed": seed, "digest": meta.get("dataset", {}).get("digest", "")},
+                              data={"name": foundation.BASE_WORLD, "preset": world_preset, "seed": seed,
+                                    "digest": meta.get("dataset", {}).get("digest", "")},
                               metrics={k: v for k, v in result.metrics.items() if isinstance(v, float)})

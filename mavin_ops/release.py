@@ -56,6 +56,10 @@ def preflight(args: dict) -> None:
         value = args.get(key, low)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise PreflightError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+    from mavin_ops.pretrain import MIN_SEED
+
+    if args.get("seed", 0) >= MIN_SEED:
+        raise PreflightError(f"--seed {args['seed']}: seeds from {MIN_SEED} up generate the foundation model's worlds; a release benchmark uses a lower one")
     share = args.get("max_quarantine_share", 0.0)
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
         raise PreflightError(f"--max-quarantine-share must be between 0 and 1, got {share!r}")
@@ -313,7 +317,10 @@ def run_release(
     # Before any run exists, so a base that cannot be used changes nothing (the train step
     # resolves it again: on a cluster, that is where it is read).
     if not resume:
-        _resolve_base(args)
+        found = _resolve_base(args)
+        # Pinned: a resumed release (and the id step, which resolves it again) fine-tunes the
+        # same version even if the shipped base or the champion changed in between.
+        args["base"] = found.ref if found is not None else args.get("base", "")
     c = tracking.client()
     if resume:
         from mavin_ops.safety import check_name

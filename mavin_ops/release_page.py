@@ -198,7 +198,8 @@ def build_release_page(release_id: str, folder: str | os.PathLike, step_lines: l
     logs_of = {s["name"]: s["log_href"] for s in steps}
 
     data = [(label, tags[key]) for key, label in (("mavin.dataset_tag", "version"), ("mavin.dataset_digest", "digest"),
-                                                  ("mavin.dataset_commit", "registry commit"), ("mavin.dataset_rev", "asked for"))
+                                                  ("mavin.dataset_commit", "registry commit"), ("mavin.dataset_rev", "asked for"),
+                                                  ("mavin.base", "fine-tuned base"), ("mavin.base_sha256", "base sha256"))
             if key in tags]
     quarantine: list[tuple[str, int]] = []
     files: dict[str, list[tuple[str, str]]] = {}

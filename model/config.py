@@ -23,7 +23,7 @@
   training times from a logit-normal skewed toward noise (median t 0.69), where the layout is
   decided, since the velocity-space loss of a clean-latent head weighs a sample by about 1/t^2;
   and sampling uses classifier-free guidance 3. Releases fine-tune a shipped foundation model
-  (``bases/tiny.json``).
+  (``training/bases/tiny.json``).
   About 3M parameters; a 17-frame clip is 272 video (17 x 4 x 4) + 22 audio tokens.
 - ``paper``: OVI scale (MAVIN section 5.1): 30 blocks per tower, width 3072, 24 heads, about
   11B denoiser parameters; pretrained causal video VAE (16x spatial, 48 channels), audio VAE

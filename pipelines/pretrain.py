@@ -23,20 +23,20 @@ from mavin_ops.components.sample_benchmark.component import sample_benchmark
 from mavin_ops.components.train.component import train
 from mavin_ops.components.validate_data.component import validate_data
 from mavin_ops.components.version_data.component import version_data
+from mavin_ops.foundation import BASE_WORLD
+from mavin_ops.pretrain import MIN_SEED
 from mavin_ops.training.recipes import BASE_STAGE
 
-__all__ = ["BASE_WORLD", "PIPELINE_NAME", "pretrain_pipeline"]
+__all__ = ["PIPELINE_NAME", "pretrain_pipeline"]
 
 PIPELINE_NAME = "mavin-pretrain"
-#: The foundation world's dataset name in the data registry.
-BASE_WORLD = "mavinset-base"
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Train, evaluate and register the foundation model releases fine-tune.")
 def pretrain_pipeline(
     preset: str = "tiny",
     world_preset: str = "base",
-    seed: int = 1000,
+    seed: int = MIN_SEED,
     registry: str = "",
     remote: str = "",
     endpoint_url: str = "",

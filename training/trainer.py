@@ -275,6 +275,8 @@ def train_stage(
 
     recipe = get_recipe(stage, preset, **(overrides or {}))
     out = Path(out_dir)
+    if stage == BASE_STAGE and init_checkpoint:
+        raise TrainError("the base stage starts from initial weights; to train a base on, resume its own folder (--out) with more --steps")
     if stage == STAGES[0] and needs_base(preset) and not init_checkpoint and not ckpt.checkpoint_dirs(out):
         raise TrainError(
             f"stage '{stage}' of preset '{preset}' fine-tunes a foundation model; pass a base checkpoint with --init "

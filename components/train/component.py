@@ -46,8 +46,10 @@ def train(
     from mavin_ops.training.launch import StageLaunch, from_environment, launch
 
     record = validate.quarantine_record(dataset.path)  # what validation left out of this dataset
+    from mavin_ops.training.recipes import STAGES
+
     init = parent_checkpoint.path if parent_checkpoint is not None else None
-    if init is None:
+    if init is None and stage == STAGES[0]:  # the id stage fine-tunes a foundation model
         from mavin_ops import foundation
 
         found = foundation.resolve(base, preset)  # None: a preset that trains from scratch

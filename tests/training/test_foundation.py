@@ -4,6 +4,7 @@ registered too, and the id stage starts from a base and nothing else."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -72,3 +73,43 @@ def test_a_base_checkpoint_by_path_registers_and_the_id_stage_starts_only_from_a
     # a checkpoint of another stage is not a base
     with pytest.raises(foundation.BaseError, match="not a base"):
         foundation.resolve(str(tmp_path / "id"), "debug")
+
+
+def test_crafted_cards_registry_sources_and_run_ids_are_refused_in_one_line(debug_dataset, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from mavin_ops import lineage, settings, tracking
+    from mavin_ops.pretrain import PretrainError, run_pretrain
+    from mavin_ops.release import PreflightError, preflight
+
+    weights, card = foundation.shipped("tiny")
+    for n, (change, words) in enumerate((({"step": "abc"}, "step 'abc'"), ({"step": -5}, "step '-5'"), ({"stage": "joint"}, "stage 'joint'"),
+                                         ({"preset": "huge"}, "preset 'huge'"))):
+        bad = tmp_path / f"bad{n}" / "tiny.safetensors"
+        bad.parent.mkdir()
+        shutil.copyfile(weights, bad)
+        bad.with_suffix(".json").write_text(json.dumps({**card, **change}))
+        with pytest.raises(foundation.BaseError, match=words):
+            foundation.card_of(bad)
+    # a registered version whose folder now holds other weights is refused, not trained from
+    found = foundation.resolve("", "tiny")
+    base = train_stage("base", "debug", dataset=debug_dataset, out_dir=tmp_path / "base", overrides={"steps": 1}, track=False, progress=False)
+    c = MlflowClient(settings.tracking_uri())
+    other = foundation.resolve(str(base.checkpoint), "debug")
+    c.set_model_version_tag(foundation.BASE_MODEL, other.version, foundation.SHA_TAG, found.sha256)
+    with pytest.raises(foundation.BaseError, match="re-register the base"):
+        foundation.resolve(other.ref, "debug")
+    # the base stage starts from initial weights only
+    with pytest.raises(TrainError, match="base stage starts from initial weights"):
+        train_stage("base", "debug", dataset=debug_dataset, out_dir=tmp_path / "b2", init_checkpoint=base.checkpoint, track=False)
+    # a shipped base's lineage is its card: data digest and commit
+    chain = lineage.lineage("mavin-base@1")
+    assert [x.kind for x in chain] == ["base", "base", "base"] and chain[1].facts["digest"] == card["dataset_digest"]
+    # release benchmarks and foundation worlds never share a seed; a release id is not a pretrain run
+    with pytest.raises(PreflightError, match="foundation model's worlds"):
+        preflight({"preset": "debug", "seed": 1000})
+    tracking.parent_run("r-taken")
+    with pytest.raises(PretrainError, match="names a mavin-release run"):
+        run_pretrain("debug", 1000, run_id="r-taken", echo=None)
+    with pytest.raises(PretrainError, match="seeds below 1000"):
+        run_pretrain("debug", 7, echo=None)
