@@ -64,10 +64,6 @@ def run_pretrain(
 ) -> PretrainResult:
     """Run the foundation pipeline; see the module docstring. Raises :class:`PretrainError`
     for a seed below :data:`MIN_SEED` or a bad run id."""
-    import warnings
-
-    from kfp import local
-
     from mavin_ops.console import ReleaseConsole, task_names
     from mavin_ops.pipelines.pretrain import PIPELINE_NAME, pretrain_pipeline
     from mavin_ops.safety import check_name
@@ -81,12 +77,9 @@ def run_pretrain(
         raise PretrainError(f"preset '{preset}' has no synthetic world to pretrain on here; use {' or '.join(WORLDS)}")
     run_id = run_id or time.strftime("p%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:6]
     check_name(run_id, "pretrain run id")
-    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
-    warnings.filterwarnings("ignore", message=".*custom or non-Python base image")
-    home = settings.home()
-    os.environ["MAVIN_HOME"] = str(home)
-    os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri()
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    from mavin_ops.release import local_runner_env, start_local_runner
+
+    home = local_runner_env()
     args = dict(preset=preset, world_preset=world_preset, seed=seed, steps=steps, sample_limit=sample_limit,
                 sample_steps=sample_steps, train_procs=train_procs)
     c = tracking.client()
@@ -98,9 +91,7 @@ def run_pretrain(
     c.log_batch(parent, params=[Param(k, str(v)) for k, v in args.items() if k not in existing])
     if c.get_run(parent).info.status != "RUNNING":
         c.update_run(parent, status="RUNNING")
-    root = home / "pipelines"
-    root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=True)
+    start_local_runner(home, cache=True)
     folder = home / "pretrain" / run_id
     if terminal is None:
         terminal = sys.stderr if echo else open(os.devnull, "w")

@@ -275,22 +275,9 @@ def run_release(
     ``$MAVIN_HOME/releases/<id>/logs/<step>.log``; ``terminal`` (default: standard error when
     ``echo`` is given, else nothing) gets one line per step and a progress bar in long steps,
     or every log line with ``verbose``."""
-    import warnings
-
-    from kfp import local
-
     from mavin_ops.pipelines.release import PIPELINE_NAME, release_pipeline
 
-    # Local-runner notes that do not apply here: cluster-only settings are ignored locally,
-    # and the component image is this very environment.
-    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
-    warnings.filterwarnings("ignore", message=".*custom or non-Python base image")
-
-    home = settings.home()
-    # Steps run as subprocesses: they must see the same state folder and tracking store.
-    os.environ["MAVIN_HOME"] = str(home)
-    os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri()
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    home = local_runner_env()
     args = dict(
         preset=preset,
         seed=seed,
@@ -314,12 +301,10 @@ def run_release(
         checked = {**args, "release_id": release_id or ""}
         preflight(checked)
         args["source"] = checked["source"]  # the steps run elsewhere: an absolute path
-    # Before any run exists, so a base that cannot be used changes nothing (the train step
-    # resolves it again: on a cluster, that is where it is read).
-    if not resume:
+        # Before any run exists, so a base that cannot be used changes nothing (the train step
+        # resolves it again: on a cluster, that is where it is read). Pinned: a resumed release
+        # fine-tunes the same version even if the shipped base or the champion changed since.
         found = _resolve_base(args)
-        # Pinned: a resumed release (and the id step, which resolves it again) fine-tunes the
-        # same version even if the shipped base or the champion changed in between.
         args["base"] = found.ref if found is not None else args.get("base", "")
     c = tracking.client()
     if resume:
@@ -342,9 +327,7 @@ def run_release(
         # The release's options as params, so runs compare by them in the MLflow UI.
         c.log_batch(parent_id, params=[Param(k, redact(str(v))[:500]) for k, v in sorted(args.items())])
         c.set_tag(parent_id, "mavin.attempt", "1")
-    root = home / "pipelines"
-    root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache)
+    root = start_local_runner(home, cache)
     before = {p.name for p in root.iterdir()}
     folder = home / "releases" / release_id
     log_dir = folder / "logs" if attempt == 1 else folder / "logs" / f"attempt-{attempt}"
@@ -480,6 +463,33 @@ def _headline_metrics(c, parent_id: str, children: list) -> None:
             c.log_inputs(parent_id, datasets=inputs)
         except Exception:  # noqa: BLE001 - as above
             pass
+
+
+def local_runner_env() -> Path:
+    """Prepare this process to run a pipeline with the KFP local runner; returns the home.
+    Steps run as subprocesses: they must see the same state folder and tracking store."""
+    import warnings
+
+    # Local-runner notes that do not apply here: cluster-only settings are ignored locally,
+    # and the component image is this very environment.
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
+    warnings.filterwarnings("ignore", message=".*custom or non-Python base image")
+    home = settings.home()
+    os.environ["MAVIN_HOME"] = str(home)
+    os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri()
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    return home
+
+
+def start_local_runner(home: Path, cache: bool = True) -> Path:
+    """``kfp.local`` with the subprocess runner, outputs (and the step cache) under
+    ``<home>/pipelines``; returns that folder."""
+    from kfp import local
+
+    root = home / "pipelines"
+    root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache)
+    return root
 
 
 def _resolve_base(args: dict):
