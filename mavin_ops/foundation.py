@@ -23,7 +23,6 @@ A base travels in three forms:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from mavin_ops import settings
+from mavin_ops.data.manifest import atomic_writer
+from mavin_ops.data.manifest import sha256_file as _sha256
 
 __all__ = [
     "BASE_MODEL",
@@ -78,20 +79,6 @@ class ResolvedBase:
     @property
     def version(self) -> str:
         return self.ref.rsplit("@", 1)[1] if self.ref.startswith(f"{BASE_MODEL}@") else ""
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- cards
@@ -156,7 +143,8 @@ def package(checkpoint: str | os.PathLike, out: str | os.PathLike, *, command: s
     shutil.copyfile(info.file("model.safetensors"), tmp)
     os.replace(tmp, out)
     card = card_from_meta(meta, _sha256(out), command=command, data=data, metrics=metrics, notes=notes, size=out.stat().st_size)
-    _write_atomic(out.with_suffix(".json"), (json.dumps(card, indent=1, sort_keys=True) + "\n").encode())
+    with atomic_writer(out.parent, out.with_suffix(".json").name) as fh:
+        fh.write(json.dumps(card, indent=1, sort_keys=True) + "\n")
     return out
 
 
@@ -227,11 +215,11 @@ def materialize(weights: str | os.PathLike, card: dict[str, Any]) -> Path:
 
 
 def register(weights: str | os.PathLike, card: dict[str, Any], *, run_id: str | None = None, tags: dict[str, str] | None = None,
-             champion: bool = False) -> str:
+             champion: bool = False) -> tuple[str, Path]:
     """Register the base as a version of ``mavin-base`` (once per sha256; an existing version
     is returned). The first version becomes the champion, and so does this one with
     ``champion`` (what ``mavin-ops pretrain`` does with what it trained: a base passes no gate,
-    its evaluation is on its run). Returns the version number."""
+    its evaluation is on its run). Returns the version number and the checkpoint folder."""
     from mavin_ops import registry, tracking
 
     c = tracking.client()
@@ -241,7 +229,7 @@ def register(weights: str | os.PathLike, card: dict[str, Any], *, run_id: str | 
         if existing is not None:
             if champion:
                 c.set_registered_model_alias(BASE_MODEL, registry.CHAMPION, existing)
-            return existing
+            return existing, checkpoint
         if run_id is None:
             run_id = _card_run(c, card)
         version = registry.register_version(
@@ -261,7 +249,7 @@ def register(weights: str | os.PathLike, card: dict[str, Any], *, run_id: str | 
         )
         if champion or registry.champion_version(BASE_MODEL) is None:
             c.set_registered_model_alias(BASE_MODEL, registry.CHAMPION, version)
-        return version
+        return version, checkpoint
 
 
 def _version_with_sha(c: Any, sha: str) -> str | None:
@@ -323,9 +311,8 @@ def resolve(spec: str, preset: str) -> ResolvedBase | None:
         found = shipped(preset)
         if found is None:
             raise BaseError(f"no base is shipped for preset '{preset}'; train one (mavin-ops pretrain) and pass --base mavin-base@champion")
-        weights, card = found
-        version = register(weights, card)
-        return ResolvedBase(materialize(weights, card), f"{BASE_MODEL}@{version}", card["sha256"], card)
+        version, checkpoint = register(*found)
+        return ResolvedBase(checkpoint, f"{BASE_MODEL}@{version}", found[1]["sha256"], found[1])
     if spec.isdigit():
         spec = f"{BASE_MODEL}@{spec}"
     if spec.startswith(f"{BASE_MODEL}@"):
@@ -334,8 +321,8 @@ def resolve(spec: str, preset: str) -> ResolvedBase | None:
     if path.suffix == ".safetensors":
         card = card_of(path)
         _same_preset(card, preset, spec)
-        version = register(path, card)
-        return ResolvedBase(materialize(path, card), f"{BASE_MODEL}@{version}", card["sha256"], card)
+        version, checkpoint = register(path, card)
+        return ResolvedBase(checkpoint, f"{BASE_MODEL}@{version}", card["sha256"], card)
     return _from_checkpoint(path, preset, str(path))
 
 
@@ -376,9 +363,8 @@ def _from_checkpoint(path: Path, preset: str, ref: str) -> ResolvedBase:
         return ResolvedBase(info.path, ref, info.manifest["files"]["model.safetensors"]["sha256"], meta)
     # A base checkpoint named by its path: registered like a shipped one, so lineage finds it.
     card = card_from_meta(meta, info.manifest["files"]["model.safetensors"]["sha256"], command=f"(checkpoint {path})")
-    weights = info.file("model.safetensors")
-    version = register(weights, card)
-    return ResolvedBase(materialize(weights, card), f"{BASE_MODEL}@{version}", card["sha256"], card)
+    version, checkpoint = register(info.file("model.safetensors"), card)
+    return ResolvedBase(checkpoint, f"{BASE_MODEL}@{version}", card["sha256"], card)
 
 
 def card_from_meta(meta: dict[str, Any], sha: str, *, command: str, data: dict[str, Any] | None = None,

@@ -43,7 +43,7 @@ def register_base(
                                           metrics={k: v for k, v in headline.items() if isinstance(v, (int, float))})
         key = tracking.release_key(release_id, kfp_run_id)
         # What pretrain made becomes mavin-base@champion: a base passes no gate (its evaluation is here).
-        version = foundation.register(info.file("model.safetensors"), card, run_id=run.info.run_id,
+        version, _ = foundation.register(info.file("model.safetensors"), card, run_id=run.info.run_id,
                                       tags={"mavin.release_id": key, "mavin.metrics_json": metrics_uri}, champion=True)
         mlflow.log_dict(card, "base_card.json")
         mlflow.set_tag("mavin.base_version", version)
