@@ -16,6 +16,9 @@ PRESET ?= tiny
 # for a quick pass through the chain.
 RELEASE_ARGS ?=
 PYTEST_ARGS ?=
+# The suite runs on this many pytest-xdist workers, a test file per worker at a time (its
+# module fixtures are built once); tests/conftest.py gives each worker one torch thread.
+TEST_WORKERS ?= 2
 
 .PHONY: help install release test test-slow bench lock clean
 
@@ -40,10 +43,10 @@ release: $(STAMP)  ## run the release pipeline on the embedded default, then ask
 	$(VENV)/bin/mavin-ops smoke --out $(MAVIN_HOME)/served-check
 
 test: $(STAMP)  ## run the whole default test suite
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: $(STAMP)  ## run the long tests too
-	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "slow or not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## run the benchmarks in bench/
 	$(PY) bench/validate.py

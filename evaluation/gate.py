@@ -314,44 +314,39 @@ def load_champion(model_name: str, tracking_uri: str | None = None, alias: str =
     with ``error`` set (the gate then fails: non-regression cannot be checked)."""
     import tempfile
 
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     from mavin_ops import settings
+    from mavin_ops.reader import NotFound, reader
 
     uri = tracking_uri or settings.tracking_uri()
-    client = MlflowClient(uri)
     try:
-        mv = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
-    where = str(mv.tags.get(METRICS_TAG) or "")
-    try:
-        local = _local_metrics(where)
-        if local is not None:
-            return Champion(model_name, str(mv.version), mv.run_id, where, read_metrics(local))
-        with tempfile.TemporaryDirectory(prefix="mavin-champion-") as tmp:  # a download, removed after reading
-            if where:
-                source = where
-                path = Path(mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=tmp, tracking_uri=uri))
-            elif mv.run_id:
-                source = f"runs:/{mv.run_id}/{METRICS_ARTIFACT}"
-                path = Path(
-                    mlflow.artifacts.download_artifacts(
-                        run_id=mv.run_id, artifact_path=METRICS_ARTIFACT, dst_path=tmp, tracking_uri=uri
-                    )
-                )
-            else:
-                return Champion(model_name, str(mv.version), None, "", None,
-                                f"champion {model_name} v{mv.version} has no run and no '{METRICS_TAG}' tag; tag the version with its metrics.json location")
-            return Champion(model_name, str(mv.version), mv.run_id, source, read_metrics(path))
-    except (MlflowException, OSError, MetricsFileError) as exc:
+        mv = reader(uri).model_version_by_alias(model_name, alias)
+    except NotFound:
+        return None
+    where, run_id = str(mv.tags.get(METRICS_TAG) or ""), mv.run_id or None
+
+    def unreadable(exc: Exception) -> Champion:
         msg = " ".join(str(exc).split())
-        return Champion(model_name, str(mv.version), mv.run_id, where, None,
-                        f"cannot read the metrics.json of champion {model_name} v{mv.version}: {msg}")
+        return Champion(model_name, mv.version, run_id, where, None, f"cannot read the metrics.json of champion {model_name} v{mv.version}: {msg}")
+
+    local = _local_metrics(where)
+    if local is not None:  # the local store's champion: read without importing MLflow
+        try:
+            return Champion(model_name, mv.version, run_id, where, read_metrics(local))
+        except (OSError, MetricsFileError) as exc:
+            return unreadable(exc)
+    if not where and not run_id:
+        return Champion(model_name, mv.version, None, "", None,
+                        f"champion {model_name} v{mv.version} has no run and no '{METRICS_TAG}' tag; tag the version with its metrics.json location")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    source = where or f"runs:/{run_id}/{METRICS_ARTIFACT}"
+    try:
+        with tempfile.TemporaryDirectory(prefix="mavin-champion-") as tmp:  # a download, removed after reading
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=uri))
+            return Champion(model_name, mv.version, run_id, source, read_metrics(path))
+    except (MlflowException, OSError, MetricsFileError) as exc:
+        return unreadable(exc)
 
 
 def _local_metrics(where: str) -> Path | None:

@@ -345,15 +345,16 @@ def _smoke(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from mavin_ops import registry
 
-    problems = registry.verify(args.model)
+    problems = registry.verify(args.model, mlflow=args.mlflow)
+    champion = registry.champion_version(args.model, mlflow=args.mlflow)
     if args.json:
-        print(json.dumps({"model": args.model, "champion": registry.champion_version(args.model), "ok": not problems,
+        print(json.dumps({"model": args.model, "champion": champion, "ok": not problems,
                           "problems": problems}, indent=1))
     elif problems:
         for line in problems:
             print(f"{args.model}: {line}")
     else:
-        print(f"{args.model}: champion v{registry.champion_version(args.model) or '-'} is where the audit trail put it, "
+        print(f"{args.model}: champion v{champion or '-'} is where the audit trail put it, "
               "its gate passed, and the trail is unbroken")
     return 1 if problems else 0
 
@@ -363,7 +364,8 @@ def _champion_triton_version(model: str, trust_alias: bool = False) -> int | Non
     rolls back what `serve` serves; None when there is no champion (serve the newest). A
     champion the platform did not put there (:func:`registry.verify`) is refused unless
     ``trust_alias``."""
-    from mavin_ops import registry, tracking
+    from mavin_ops import registry
+    from mavin_ops.reader import reader
 
     champion = registry.champion_version(model)
     if champion is None:
@@ -372,7 +374,7 @@ def _champion_triton_version(model: str, trust_alias: bool = False) -> int | Non
         problems = registry.verify(model)
         if problems:
             raise UserError(f"{model}: {problems[0]} (or pass --trust-alias to serve it anyway)")
-    tag = tracking.client().get_model_version(model, champion).tags.get("mavin.triton_version")
+    tag = reader().model_version(model, champion).tags.get("mavin.triton_version")
     if not tag:
         return None
     if not str(tag).isdigit():
@@ -473,11 +475,11 @@ def _rollback(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     from mavin_ops import registry
 
-    trail = registry.history(args.model)
+    trail = registry.history(args.model, mlflow=args.mlflow)
     if args.json:
         _print_json([r.__dict__ for r in trail])
     else:
-        print(f"{args.model}: champion v{registry.champion_version(args.model) or '-'}")
+        print(f"{args.model}: champion v{registry.champion_version(args.model, mlflow=args.mlflow) or '-'}")
         for record in trail:
             print(record.line())
     return 0
@@ -486,7 +488,7 @@ def _history(args: argparse.Namespace) -> int:
 def _lineage(args: argparse.Namespace) -> int:
     from mavin_ops import lineage
 
-    chain = lineage.lineage(args.model)
+    chain = lineage.lineage(args.model, mlflow=args.mlflow)
     if args.json:
         import dataclasses
 
@@ -1011,6 +1013,7 @@ def build_parser() -> argparse.ArgumentParser:
     hist = sub.add_parser("history", help="the promotion audit trail of a model")
     hist.add_argument("model", type=_name("model name"), help="registered model name")
     hist.add_argument("--json", action="store_true", help="print JSON records")
+    hist.add_argument("--mlflow", action="store_true", help="read through MLflow's client (slower; the local store is otherwise read directly)")
     hist.set_defaults(func=_history)
 
     pl = sub.add_parser("plan", help="what each training stage asks of a cluster: trained/frozen parameters, ZeRO, memory per GPU, its TrainJob",
@@ -1031,6 +1034,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "trail was edited.")
     ver_m.add_argument("model", type=_name("model name"), help="registered model name")
     ver_m.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    ver_m.add_argument("--mlflow", action="store_true", help="read through MLflow's client (slower; the local store is otherwise read directly)")
     ver_m.set_defaults(func=_verify)
 
     rels = sub.add_parser("releases", help="the recent releases: when, how long, verdict, champion before and after, report page",
@@ -1044,6 +1048,7 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("model", help="<model>@<alias|version>, e.g. mavin-tiny@champion")
     lin.add_argument("--html", default=None, metavar="PAGE", help="also write the chain as an HTML page with a drawn graph")
     lin.add_argument("--json", action="store_true", help="print the chain as JSON on stdout")
+    lin.add_argument("--mlflow", action="store_true", help="read through MLflow's client (slower; the local store is otherwise read directly)")
     lin.set_defaults(func=_lineage)
 
     profile_help = "cluster profile YAML (default: pipelines/profiles/cluster.example.yaml)"

@@ -15,9 +15,8 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from mavin_ops import settings
+from mavin_ops.reader import NotFound, Reader, Run, Version, reader
 
 __all__ = ["Link", "LineageError", "lineage", "render_html", "render_text"]
 
@@ -34,37 +33,29 @@ class Link:
     missing: bool = False
 
 
-def _client():
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(settings.tracking_uri())
-
-
-def _resolve(model_ref: str):
-    from mlflow.exceptions import MlflowException
-
+def _resolve(store: Reader, model_ref: str) -> Version:
     if "@" not in model_ref:
         raise LineageError(f"'{model_ref}' is not <model>@<alias|version>, e.g. mavin-tiny@champion or mavin-tiny@3")
     name, ref = model_ref.rsplit("@", 1)
-    c = _client()
     try:
         if ref.isdigit():
-            return c.get_model_version(name, ref)
-        return c.get_model_version_by_alias(name, ref)
-    except MlflowException:
+            return store.model_version(name, ref)
+        return store.model_version_by_alias(name, ref)
+    except NotFound:
         raise LineageError(f"no model version {model_ref}; see `mavin-ops history {name}`") from None
 
 
-def lineage(model_ref: str, _depth: int = 0) -> list[Link]:
+def lineage(model_ref: str, _depth: int = 0, *, mlflow: bool = False) -> list[Link]:
     """The chain for ``<model>@<alias|version>``, from the served version to the commit, then
-    on through the foundation model the release fine-tuned to that model's own data."""
-    c = _client()
-    mv = _resolve(model_ref)
+    on through the foundation model the release fine-tuned to that model's own data
+    (read without importing MLflow on the local store; ``mlflow``: through MLflow's client)."""
+    c = reader(mlflow=mlflow)
+    mv = _resolve(c, model_ref)
     tags = dict(mv.tags)
     from mavin_ops.foundation import BASE_MODEL
 
     if mv.name == BASE_MODEL and not tags.get("mavin.release_id") and _depth == 0:  # a shipped base: its card's facts
-        return _base_links(c, f"{mv.name}@{mv.version}", tags.get("mavin.base_sha256", ""))
+        return _base_links(c, f"{mv.name}@{mv.version}", tags.get("mavin.base_sha256", ""), mlflow)
     chain: list[Link] = []
     served = tags.get("mavin.triton_version")
     chain.append(
@@ -78,7 +69,7 @@ def lineage(model_ref: str, _depth: int = 0) -> list[Link]:
     chain.append(
         Link(
             "model",
-            f"model {mv.name} v{mv.version}" + (f" [{', '.join(mv.aliases)}]" if getattr(mv, "aliases", None) else ""),
+            f"model {mv.name} v{mv.version}" + (f" [{', '.join(mv.aliases)}]" if mv.aliases else ""),
             {
                 "gate": tags.get("mavin.gate", "unknown"),
                 "gate report": tags.get("mavin.gate_report", ""),
@@ -90,31 +81,22 @@ def lineage(model_ref: str, _depth: int = 0) -> list[Link]:
     release_id = tags.get("mavin.release_id")
     parent = None
     if release_id:
-        found = c.search_runs(
-            [e.experiment_id for e in c.search_experiments()],
-            filter_string=f"tags.`mavin.release_id` = '{release_id}' and tags.`mavin.step` = 'pipeline'",
-            max_results=1,
-        )
+        found = c.find_runs({"mavin.release_id": release_id, "mavin.step": "pipeline"}, limit=1)
         parent = found[0] if found else None
     if parent is None:
         chain.append(Link("release", f"release {release_id or '?'} not found in MLflow", missing=True))
         return chain
-    ptags = parent.data.tags
+    ptags = parent.tags
     chain.append(
         Link(
             "release",
-            f"release {release_id} [{parent.info.status}]",
-            {"MLflow run": parent.info.run_id, "KFP run": ptags.get("mavin.kfp_run_id", "")},
+            f"release {release_id} [{parent.status}]",
+            {"MLflow run": parent.run_id, "KFP run": ptags.get("mavin.kfp_run_id", "")},
         )
     )
-    children = c.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-        order_by=["attributes.start_time DESC"],
-    )
-    by_step: dict[str, Any] = {}
-    for run in children:
-        by_step.setdefault(run.data.tags.get("mavin.step", run.info.run_name), run)
+    by_step: dict[str, Run] = {}
+    for run in c.find_runs({"mlflow.parentRunId": parent.run_id}):  # newest first
+        by_step.setdefault(run.tags.get("mavin.step", run.name), run)
     # Walking back from the model: the last recipe stage first (joint, av, multishot, id).
     from mavin_ops.training.recipes import STAGES
 
@@ -124,11 +106,11 @@ def lineage(model_ref: str, _depth: int = 0) -> list[Link]:
         chain.append(
             Link(
                 "train",
-                f"{step} [{run.info.status}]",
+                f"{step} [{run.status}]",
                 {
-                    "MLflow run": run.info.run_id,
-                    "checkpoint sha256": run.data.tags.get("mavin.checkpoint_sha256", ""),
-                    "parent checkpoint": run.data.params.get("parent_checkpoint", ""),
+                    "MLflow run": run.run_id,
+                    "checkpoint sha256": run.tags.get("mavin.checkpoint_sha256", ""),
+                    "parent checkpoint": run.params.get("parent_checkpoint", ""),
                 },
             )
         )
@@ -136,8 +118,8 @@ def lineage(model_ref: str, _depth: int = 0) -> list[Link]:
     chain.append(
         Link(
             "validation",
-            f"validation [{val.info.status}]" if val else "validation run not found",
-            {"MLflow run": val.info.run_id, "report": f"{val.info.artifact_uri}/validation/validation.json"} if val else {},
+            f"validation [{val.status}]" if val else "validation run not found",
+            {"MLflow run": val.run_id, "report": f"{val.artifact_uri}/validation/validation.json"} if val else {},
             missing=val is None,
         )
     )
@@ -159,29 +141,29 @@ def lineage(model_ref: str, _depth: int = 0) -> list[Link]:
         )
     )
     if ptags.get("mavin.base") and _depth == 0:
-        chain.extend(_base_links(c, ptags["mavin.base"], ptags.get("mavin.base_sha256", "")))
+        chain.extend(_base_links(c, ptags["mavin.base"], ptags.get("mavin.base_sha256", ""), mlflow))
     return chain
 
 
-def _base_links(c, ref: str, sha: str) -> list[Link]:
+def _base_links(c: Reader, ref: str, sha: str, mlflow: bool = False) -> list[Link]:
     """The foundation model a release fine-tuned, and where it came from: the pretrain
     pipeline's runs and data when it made the base, else the shipped card's data and commit."""
     try:
-        mv = _resolve(ref)
+        mv = _resolve(c, ref)
     except LineageError:
         return [Link("base", f"base {ref} not found in MLflow", {"sha256": sha}, missing=True)]
     tags = dict(mv.tags)
     links = [
         Link(
             "base",
-            f"base {mv.name} v{mv.version}" + (f" [{', '.join(mv.aliases)}]" if getattr(mv, "aliases", None) else ""),
+            f"base {mv.name} v{mv.version}" + (f" [{', '.join(mv.aliases)}]" if mv.aliases else ""),
             {"sha256": tags.get("mavin.base_sha256", sha), "step": tags.get("mavin.base_step", ""), "source": mv.source,
              "reproduce": tags.get("mavin.command", "")},
             missing=bool(sha) and tags.get("mavin.base_sha256") != sha,
         )
     ]
     if tags.get("mavin.release_id"):  # made by `mavin-ops pretrain`: walk its pipeline run
-        rest = lineage(f"{mv.name}@{mv.version}", _depth=1)[2:]
+        rest = lineage(f"{mv.name}@{mv.version}", _depth=1, mlflow=mlflow)[2:]
         for link in rest:
             link.kind, link.title = "base", f"base {link.title}"
         return links + rest

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator
 
 from mavin_ops import settings
+from mavin_ops.reader import NotFound, reader
 
 __all__ = [
     "ANY_CHAMPION",
@@ -143,34 +144,31 @@ def mark_stale(model: str, version: str | int, why: str) -> None:
     c.set_model_version_tag(model, str(version), "mavin.gate_stale_reason", why)
 
 
-def champion_version(model: str) -> str | None:
-    """The version behind the ``champion`` alias, or None."""
-    from mlflow.exceptions import MlflowException
-
+def champion_version(model: str, *, mlflow: bool = False) -> str | None:
+    """The version behind the ``champion`` alias, or None (read without importing MLflow on
+    the local store; ``mlflow``: through MLflow's client)."""
     try:
-        return str(_client().get_model_version_by_alias(model, CHAMPION).version)
-    except MlflowException:
+        return reader(mlflow=mlflow).model_version_by_alias(model, CHAMPION).version
+    except NotFound:
         return None
 
 
-def history(model: str) -> list[AuditRecord]:
+def history(model: str, *, mlflow: bool = False) -> list[AuditRecord]:
     """The audit trail of ``model``, oldest first, numbered by position. A record left
     ``pending`` by a killed process reads as ``done`` if the alias did move to it (it is the
     newest record and the champion is its target), else ``aborted``."""
-    from mlflow.exceptions import MlflowException
-
     try:
-        rm = _client().get_registered_model(model)
-    except MlflowException:
+        tags = reader(mlflow=mlflow).model_tags(model)
+    except NotFound:
         raise PromotionError(f"no registered model '{model}'; register a version first") from None
     fields = set(AuditRecord.__dataclass_fields__)
-    raw = sorted((k[len(AUDIT_PREFIX):], json.loads(v)) for k, v in rm.tags.items() if k.startswith(AUDIT_PREFIX))
+    raw = sorted((k[len(AUDIT_PREFIX):], json.loads(v)) for k, v in tags.items() if k.startswith(AUDIT_PREFIX))
     records = [
         replace(AuditRecord(**{"seq": 0, **{k: v for k, v in body.items() if k in fields}}), seq=n, key=key)
         for n, (key, body) in enumerate(raw, start=1)
     ]
     if any(r.state == "pending" for r in records):
-        current = champion_version(model)
+        current = champion_version(model, mlflow=mlflow)
         records = [
             replace(r, state="done" if (r is records[-1] and r.to_version == current) else "aborted") if r.state == "pending" else r
             for r in records
@@ -186,7 +184,7 @@ def _append(model: str, record: AuditRecord) -> None:
 def _settle(model: str) -> None:
     """Write down how a pending record left by a killed process ended (done or aborted),
     under the lock and before the next move, so a later move cannot change its reading."""
-    stored = _client().get_registered_model(model).tags
+    stored = reader().model_tags(model)
     for record in history(model):
         if json.loads(stored.get(f"{AUDIT_PREFIX}{record.key}", "{}")).get("state") == "pending":
             _append(model, record)  # history() resolved it; same key, now final
@@ -308,18 +306,16 @@ def rollback(model: str, *, reason: str, who: str | None = None) -> AuditRecord:
     return _numbered(model, record)
 
 
-def verify(model: str) -> list[str]:
+def verify(model: str, *, mlflow: bool = False) -> list[str]:
     """What is wrong with ``model``'s champion, as one line each (empty: all is in order).
 
     The champion alias must sit where the audit trail's last move put it (an alias moved by
     hand, e.g. with the MLflow UI's "Promote" button, has no record), the champion's gate must
     have passed, and the audit trail must be an unbroken chain (a record edited or removed
     outside mavin-ops breaks it)."""
-    from mlflow.exceptions import MlflowException
-
     problems: list[str] = []
-    trail = history(model)
-    current = champion_version(model)
+    trail = history(model, mlflow=mlflow)
+    current = champion_version(model, mlflow=mlflow)
     for before, record in zip(trail, trail[1:]):
         if record.prev and record.prev != record_digest(before):
             problems.append(f"audit record #{record.seq} does not follow #{before.seq}: the trail was edited outside mavin-ops")
@@ -333,8 +329,8 @@ def verify(model: str) -> list[str]:
         )
     if current is not None:
         try:
-            verdict = _client().get_model_version(model, current).tags.get(GATE_TAG)
-        except MlflowException:
+            verdict = reader(mlflow=mlflow).model_version(model, current).tags.get(GATE_TAG)
+        except NotFound:
             verdict = None
         if verdict != "pass":
             problems.append(f"the champion v{current} has no passed gate (gate: {verdict or 'missing'}); run a release that passes the gate")

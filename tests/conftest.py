@@ -12,24 +12,67 @@ from pathlib import Path
 import pytest
 
 from mavin_ops.serving.server import free_port, wait_for_port  # shared with the server code
+from release_support import use_home
 
 VENV_BIN = Path(sys.executable).parent
 
+#: Modules that take minutes: run first, so that with workers (pytest-xdist, `make test`) the
+#: rest of the suite fills the other worker meanwhile.
+LONG_MODULES = ("test_release.py",)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist every worker and the processes it starts (pipeline steps, trainers)
+    use one thread: two workers on two cores, never more threads than cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: item.path.name not in LONG_MODULES)  # stable: the rest keep their order
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_store(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store at the current schema, made once per session. Each test's
+    home starts with a copy: creating MLflow's schema costs about a second per store, and
+    hundreds of tests (and every pipeline step) would otherwise pay it."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(path.parent)  # MLflow puts the default experiment's ./mlruns in the working folder
+        client = MlflowClient(f"sqlite:///{path}")
+        client.search_experiments()
+        client.search_registered_models()
+    return path
+
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    """No test touches ./.mavin or another test's MLflow store."""
-    home = tmp_path / "mavin-home"
-    monkeypatch.setenv("MAVIN_HOME", str(home))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
-    monkeypatch.setenv("GIT_AUTHOR_NAME", "mavin-ops-tests")
-    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "tests@localhost")
-    monkeypatch.setenv("GIT_COMMITTER_NAME", "mavin-ops-tests")
-    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "tests@localhost")
-    return home
+def isolated_home(tmp_path_factory, monkeypatch, empty_mlflow_store):
+    """No test touches ./.mavin or another test's MLflow store (tests/test_release.py
+    overrides this with its module's shared home). The home is beside the test's tmp_path,
+    not in it, so a test sees only its own files there."""
+    home = tmp_path_factory.mktemp("mavin-home")
+    shutil.copyfile(empty_mlflow_store, home / "mlflow.db")
+    return use_home(monkeypatch, home)
 
 
+
+
+@pytest.fixture(scope="session")
+def debug_dataset(tmp_path_factory) -> Path:
+    """MAVINSet-mini ``debug`` (data/synth.py): 4 train + 2 eval clips, seed 0; generated
+    once per session and read-only for tests (copy it to change it)."""
+    from mavin_ops.data import synth
+
+    root = tmp_path_factory.mktemp("mavinset") / "debug"
+    synth.generate(root, preset="debug", seed=0, progress=False)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["DEBUG_RELEASE", "check_release_page", "descendants", "lenient_policy", "served", "stray_processes"]
+__all__ = ["DEBUG_RELEASE", "check_release_page", "descendants", "lenient_policy", "served", "stray_processes", "use_home"]
 
 #: The cheapest whole release: debug preset, 2 training steps per stage, 2 sampler steps, 2 clips.
 DEBUG_RELEASE = dict(preset="debug", train_steps=2, sample_steps=2, sample_limit=2)
+
+
+def use_home(mp, home: Path) -> Path:
+    """Point this process (and the steps it starts) at the state folder ``home`` through the
+    monkeypatch ``mp``: its own MLflow store, DVC without analytics, a git identity."""
+    mp.setenv("MAVIN_HOME", str(home))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path(home) / 'mlflow.db'}")
+    mp.setenv("DVC_NO_ANALYTICS", "1")
+    for var, value in (("NAME", "mavin-ops-tests"), ("EMAIL", "tests@localhost")):
+        mp.setenv(f"GIT_AUTHOR_{var}", value)
+        mp.setenv(f"GIT_COMMITTER_{var}", value)
+    return Path(home)
 
 
 def lenient_policy(folder: Path) -> str:

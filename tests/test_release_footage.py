@@ -14,11 +14,10 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))  # footage_kit
 
-from footage_kit import Shot, make_source  # noqa: E402
+from footage_kit import Shot, make_source
 
-from mavin_ops import settings  # noqa: E402
+from mavin_ops import settings
 
 VENV_BIN = Path(sys.executable).parent
 

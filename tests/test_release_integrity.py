@@ -17,9 +17,8 @@ from mavin_ops import safety, tracking
 from mavin_ops.cli import main
 from mavin_ops.release import PreflightError, ReleaseResult, run_release
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # release_support
 
-from release_support import stray_processes  # noqa: E402
+from release_support import stray_processes
 
 BAD_NAMES = ["../../victim", "..", "a/b", "/abs", "", "x" * 200, "name with space", ".hidden", "a\\b", "ok..name"]
 

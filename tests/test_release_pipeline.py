@@ -1,6 +1,6 @@
 """The release pipeline's exit handler, run for real with the KFP local runner: a failing
 step leaves the MLflow parent run FAILED. (The successful path and its lineage are checked
-in test_release_full.py.)"""
+in test_release.py.)"""
 
 from __future__ import annotations
 

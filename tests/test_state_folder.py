@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ import pytest
 from mavin_ops import settings, tracking
 from mavin_ops.release import rebase_cache
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # test_versioning's dataset helpers
 
 def move_home(old: Path, new: Path, monkeypatch) -> Path:
     """Move the state folder and point this process at the new place."""

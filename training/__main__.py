@@ -98,7 +98,10 @@ def _run(args: argparse.Namespace) -> int:
 
         if not dist.is_initialized() or dist.get_rank() == 0:
             for res in results:
-                print(json.dumps({k: v for k, v in res.to_dict().items() if k != "losses"}))
+                print(json.dumps({k: v for k, v in res.to_dict().items() if k != "losses"}), flush=True)
+        if dist.is_initialized():  # every rank leaves together and joins gloo's threads: left to the
+            dist.barrier()  # interpreter's exit they can abort a finished rank ("terminate called ...")
+            dist.destroy_process_group()
         return 0
     if args.cmd == "precompute":
         from .adapter import get_adapter

@@ -204,6 +204,26 @@ class _Progress:
             self.bar.close()
 
 
+#: A folder of hold files for fault drills (tests/test_release.py kills a release's step here).
+HOLD_ENV = "MAVIN_HOLD_DIR"
+
+
+def hold_point(stage: str, run_id: str | None) -> None:
+    """Stop at a known point when asked: with ``$MAVIN_HOLD_DIR`` set and a file
+    ``train_<stage>`` in it, the stage (its MLflow run RUNNING, nothing trained yet) writes
+    ``<pid> <run id>`` to ``train_<stage>.reached`` and waits until the hold file is gone. A
+    drill can then kill the step at exactly this point instead of racing it."""
+    folder = os.environ.get(HOLD_ENV)
+    hold = Path(folder) / f"train_{stage}" if folder else None
+    if hold is None or not hold.exists():
+        return
+    reached = hold.with_name(f"{hold.name}.reached")
+    reached.with_suffix(".tmp").write_text(f"{os.getpid()} {run_id or ''}")
+    reached.with_suffix(".tmp").replace(reached)
+    while hold.exists():
+        time.sleep(0.05)
+
+
 class _Tracker:
     """MLflow on rank 0 (a no-op elsewhere or when tracking is off)."""
 
@@ -362,6 +382,8 @@ def train_stage(
                     }
                 )
                 _log_inputs(dataset, dataset_name, digest, dataset_source or str(Path(dataset).resolve()))
+            if main:
+                hold_point(stage, tracker.run_id)
             result = _run_loop(
                 recipe, adapter, dist, index, out, resume, init, meta, (init_path, init_sha), digest, stop, tracker, progress, say,
                 lineage={"release_id": release_id, "kfp_run_id": kfp_run_id, "mlflow_run_id": tracker.run_id},

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # footage_kit
 
-from footage_kit import Shot, faststart, make_source  # noqa: E402
+from footage_kit import Shot, faststart, make_source
 
-from mavin_ops.data import ingest, manifest, media, mtss, validate  # noqa: E402
+from mavin_ops.data import ingest, manifest, media, mtss, validate
 
 VENV_BIN = Path(sys.executable).parent
 

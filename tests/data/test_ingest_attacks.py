@@ -6,18 +6,16 @@ footage, and a tampered resume record."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # footage_kit
 
-from footage_kit import Shot, make_source  # noqa: E402
+from footage_kit import Shot, make_source
 
-from mavin_ops.data import footage as fx  # noqa: E402
-from mavin_ops.data import ingest, manifest, media, mtss  # noqa: E402
+from mavin_ops.data import footage as fx
+from mavin_ops.data import ingest, manifest, media, mtss
 
 
 def _rows(out: Path) -> list[dict]:

@@ -104,9 +104,9 @@ def test_png_round_trip_is_exact_and_deterministic(tmp_path: Path) -> None:
     assert got.dtype == np.uint8 and np.array_equal(got, img)
 
 
-def test_load_clip_returns_consistent_shapes(synth_debug_root: Path, synth_debug_rows: list[dict]) -> None:
+def test_load_clip_returns_consistent_shapes(debug_dataset: Path, synth_debug_rows: list[dict]) -> None:
     for row in synth_debug_rows:
-        clip = media.load_clip(synth_debug_root, row, verify=True)
+        clip = media.load_clip(debug_dataset, row, verify=True)
         F = row["num_frames"]
         assert clip.id == row["id"] and clip.split == row["split"]
         assert clip.frames.shape == (F, 32, 32, 3) and clip.frames.dtype == np.uint8
@@ -121,13 +121,13 @@ def test_load_clip_returns_consistent_shapes(synth_debug_root: Path, synth_debug
         for w in clip.ref_audio.values():
             assert w.shape == (12000,) and w.dtype == np.float32
         # The wav is the exact audio: it is the file's PCM, not the mp4's lossy AAC.
-        exact, _ = media.read_wav(synth_debug_root / row["audio"])
+        exact, _ = media.read_wav(debug_dataset / row["audio"])
         assert np.array_equal(clip.waveform, exact)
 
 
-def test_load_clip_errors_name_the_clip_and_the_file(tmp_path: Path, synth_debug_root: Path, synth_debug_rows: list[dict]) -> None:
+def test_load_clip_errors_name_the_clip_and_the_file(tmp_path: Path, debug_dataset: Path, synth_debug_rows: list[dict]) -> None:
     root = tmp_path / "copy"
-    shutil.copytree(synth_debug_root, root)
+    shutil.copytree(debug_dataset, root)
     row = synth_debug_rows[0]
     cid = row["id"]
 
@@ -139,7 +139,7 @@ def test_load_clip_errors_name_the_clip_and_the_file(tmp_path: Path, synth_debug
     with pytest.raises(media.MediaError, match=rf"clip {cid}: video: .*climbs out"):
         media.load_clip(root, escaping)
 
-    shutil.copy(synth_debug_root / row["audio"], root / row["audio"])
+    shutil.copy(debug_dataset / row["audio"], root / row["audio"])
     wrong = dict(row, num_frames=row["num_frames"] + 4)
     with pytest.raises(media.MediaError, match=rf"clip {cid}: video '{row['video']}' has {row['num_frames']} frames"):
         media.load_clip(root, wrong)
@@ -153,4 +153,4 @@ def test_load_clip_errors_name_the_clip_and_the_file(tmp_path: Path, synth_debug
     broken = copy.deepcopy(row)
     broken["script"]["shot"][0].pop("time_range")
     with pytest.raises(media.MediaError, match=rf"clip {cid}: manifest field 'script'.*time_range"):
-        media.load_clip(synth_debug_root, broken)
+        media.load_clip(debug_dataset, broken)

@@ -49,21 +49,21 @@ def memory_clips() -> list[synth.ClipData]:
 # --------------------------------------------------------------------------- dataset files
 
 
-def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path, synth_debug_root: Path) -> None:
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path, debug_dataset: Path) -> None:
     again = synth.generate(tmp_path / "again", preset="debug", seed=0, progress=False)
     other = synth.generate(tmp_path / "other", preset="debug", seed=1, progress=False)
     assert again["clips"] == {"train": 4, "eval": 2} and other["clips"] == {"train": 4, "eval": 2}
-    ref_manifest = (synth_debug_root / manifest.MANIFEST).read_bytes()
+    ref_manifest = (debug_dataset / manifest.MANIFEST).read_bytes()
     assert (tmp_path / "again" / manifest.MANIFEST).read_bytes() == ref_manifest
-    files = sorted(p.relative_to(synth_debug_root) for p in synth_debug_root.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(debug_dataset) for p in debug_dataset.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path / "again") for p in (tmp_path / "again").rglob("*") if p.is_file())
     for rel in files:
-        assert manifest.sha256_file(synth_debug_root / rel) == manifest.sha256_file(tmp_path / "again" / rel), rel
+        assert manifest.sha256_file(debug_dataset / rel) == manifest.sha256_file(tmp_path / "again" / rel), rel
     assert (tmp_path / "other" / manifest.MANIFEST).read_bytes() != ref_manifest
-    assert manifest.sha256_file(tmp_path / "other" / "clips/c000000.mp4") != manifest.sha256_file(synth_debug_root / "clips/c000000.mp4")
+    assert manifest.sha256_file(tmp_path / "other" / "clips/c000000.mp4") != manifest.sha256_file(debug_dataset / "clips/c000000.mp4")
 
 
-def test_manifest_rows_are_grounded_and_within_preset_limits(synth_debug_root: Path, synth_debug_rows: list[dict]) -> None:
+def test_manifest_rows_are_grounded_and_within_preset_limits(debug_dataset: Path, synth_debug_rows: list[dict]) -> None:
     cfg = synth.get_preset("debug")
     assert len(synth_debug_rows) == cfg.train_clips + cfg.eval_clips
     assert len({r["id"] for r in synth_debug_rows}) == len(synth_debug_rows)
@@ -92,23 +92,23 @@ def test_splits_never_share_a_source(synth_debug_rows: list[dict]) -> None:
     assert {r["split"] for r in synth_debug_rows} == set(manifest.SPLITS)
 
 
-def test_manifest_sha256_matches_every_file_and_nothing_is_orphaned(synth_debug_root: Path, synth_debug_rows: list[dict]) -> None:
+def test_manifest_sha256_matches_every_file_and_nothing_is_orphaned(debug_dataset: Path, synth_debug_rows: list[dict]) -> None:
     cited = set()
     for row in synth_debug_rows:
         paths = manifest.media_paths(row)
         assert set(paths) == set(row["sha256"])
         for rel in paths:
-            assert manifest.sha256_file(manifest.resolve_media(synth_debug_root, rel)) == row["sha256"][rel]
+            assert manifest.sha256_file(manifest.resolve_media(debug_dataset, rel)) == row["sha256"][rel]
             cited.add(rel)
-    on_disk = {str(p.relative_to(synth_debug_root)) for p in synth_debug_root.rglob("*") if p.is_file()}
+    on_disk = {str(p.relative_to(debug_dataset)) for p in debug_dataset.rglob("*") if p.is_file()}
     assert on_disk - cited == {manifest.MANIFEST, "mavinset.json"}
-    meta = json.loads((synth_debug_root / "mavinset.json").read_text())
+    meta = json.loads((debug_dataset / "mavinset.json").read_text())
     assert meta["preset"] == "debug" and meta["seed"] == 0 and meta["clips"] == {"train": 4, "eval": 2}
 
 
-def test_world_truth_matches_script_and_frames(synth_debug_root: Path, synth_debug_rows: list[dict]) -> None:
+def test_world_truth_matches_script_and_frames(debug_dataset: Path, synth_debug_rows: list[dict]) -> None:
     for row in synth_debug_rows:
-        clip = media.load_clip(synth_debug_root, row)
+        clip = media.load_clip(debug_dataset, row)
         world = row["world"]
         assert world["cuts"] == synth.script_cut_frames(clip.script, clip.fps)
         assert len(world["shots"]) == len(clip.script.shot)
@@ -134,9 +134,9 @@ def test_world_truth_matches_script_and_frames(synth_debug_root: Path, synth_deb
             assert ent.reference_image == refs["image"] and ent.reference_audio == refs.get("audio")
 
 
-def test_cuts_are_where_the_script_says(synth_debug_root: Path, synth_debug_rows: list[dict], memory_clips: list[synth.ClipData]) -> None:
+def test_cuts_are_where_the_script_says(debug_dataset: Path, synth_debug_rows: list[dict], memory_clips: list[synth.ClipData]) -> None:
     seen_cuts = 0
-    pairs = [(media.load_clip(synth_debug_root, r).frames, media.load_clip(synth_debug_root, r).script) for r in synth_debug_rows]
+    pairs = [(media.load_clip(debug_dataset, r).frames, media.load_clip(debug_dataset, r).script) for r in synth_debug_rows]
     pairs += [(c.frames, c.script) for c in memory_clips]
     for frames, script in pairs:
         d = synth.frame_differences(frames)
@@ -155,8 +155,8 @@ def test_cuts_are_where_the_script_says(synth_debug_root: Path, synth_debug_rows
     assert seen_cuts >= 20
 
 
-def test_speech_only_inside_dialogue_and_sfx_is_not_speech(synth_debug_root: Path, synth_debug_rows: list[dict], memory_clips: list[synth.ClipData]) -> None:
-    clips = [(media.load_clip(synth_debug_root, r).waveform, media.load_clip(synth_debug_root, r).script) for r in synth_debug_rows]
+def test_speech_only_inside_dialogue_and_sfx_is_not_speech(debug_dataset: Path, synth_debug_rows: list[dict], memory_clips: list[synth.ClipData]) -> None:
+    clips = [(media.load_clip(debug_dataset, r).waveform, media.load_clip(debug_dataset, r).script) for r in synth_debug_rows]
     clips += [(c.waveform, c.script) for c in memory_clips]
     n_dialogue = n_sfx = 0
     for wave, script in clips:

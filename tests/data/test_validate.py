@@ -554,10 +554,10 @@ def test_cli_exit_codes(dataset, tmp_path, capsys):
     assert "no manifest.jsonl" in capsys.readouterr().err
 
 
-def test_generated_debug_dataset_validates_clean(synth_debug_root, tmp_path):
-    report = validate_dataset(synth_debug_root, out_dir=tmp_path / "out", build_docs=False)
+def test_generated_debug_dataset_validates_clean(debug_dataset, tmp_path):
+    report = validate_dataset(debug_dataset, out_dir=tmp_path / "out", build_docs=False)
     assert report.rows == 6 and report.quarantined == 0 and report.passed
-    assert report.valid_manifest.read_bytes() == (synth_debug_root / manifest.MANIFEST).read_bytes()
+    assert report.valid_manifest.read_bytes() == (debug_dataset / manifest.MANIFEST).read_bytes()
 
 
 # --------------------------------------------------------------------------- manifest helpers used here

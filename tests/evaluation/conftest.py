@@ -240,16 +240,6 @@ def onnx_mean_colour(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def debug_dataset(tmp_path_factory) -> Path:
-    """The debug preset of MAVINSet-mini (data/synth.py), generated once per session."""
-    from mavin_ops.data import synth
-
-    root = tmp_path_factory.mktemp("mavinset") / "debug"
-    synth.generate(root, preset="debug", seed=0, progress=False)
-    return root
-
-
 def metrics_doc(values: dict[str, list[float | None]], digest: str = "d" * 64, bench_id: str = "bench/eval",
                 run_level: dict[str, float] | None = None) -> dict[str, Any]:
     """A metrics.json document with the given per-clip values (one list per metric, clip

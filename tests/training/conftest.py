@@ -4,16 +4,14 @@ environment for child processes, and helpers to read MLflow runs."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-sys.path.insert(0, str(HERE))  # toy_adapter
 
-from toy_adapter import ToyAdapter  # noqa: E402
+from toy_adapter import ToyAdapter
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,16 +23,6 @@ def _training_env():
 
     torch.set_num_threads(1)
     yield
-
-
-@pytest.fixture(scope="session")
-def debug_dataset(tmp_path_factory) -> Path:
-    """MAVINSet-mini ``debug``: 4 train + 2 eval clips, seed 0."""
-    from mavin_ops.data import synth
-
-    root = tmp_path_factory.mktemp("data") / "debug"
-    synth.generate(root, preset="debug", seed=0, progress=False)
-    return root
 
 
 @pytest.fixture(scope="session")

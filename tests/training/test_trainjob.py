@@ -19,9 +19,8 @@ from mavin_ops.training.k8s import TrainJobError, api_clients, run_trainjob
 from mavin_ops.training.launch import StageLaunch, launch
 from mavin_ops.training.trainer import TrainError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # k8s_standin
 
-from k8s_standin import StandIn, kubeconfig  # noqa: E402
+from k8s_standin import StandIn, kubeconfig
 
 VENV_BIN = Path(sys.executable).parent
 NS = "mavin"
