@@ -62,7 +62,7 @@ def old_tree(rev: str, where: Path) -> Path:
 
 
 def commands(home: Path, scratch: Path) -> dict[str, list[str]]:
-    metrics = next((home / "pipelines").rglob("metrics.json"))
+    metrics = next((home / "releases").rglob("evaluation/metrics.json"))  # the release's evaluate step
     policy = REPO / "evaluation" / "gate_policy.yaml"
     gate = ["gate", str(metrics), "--out", str(scratch / "gate"), "--model", MODEL, "--json"]
     if policy.is_file():
@@ -77,10 +77,12 @@ def commands(home: Path, scratch: Path) -> dict[str, list[str]]:
     }
 
 
-def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """(wall s, peak RSS MiB, exit code) of one whole process."""
+def run_once(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int]:
+    """(wall s, peak RSS MiB, exit code) of one whole process, run from ``cwd`` (not the
+    checkout: ``python -m`` puts the working folder first on sys.path)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "mavin_ops.cli", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "mavin_ops.cli", *argv], env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -106,7 +108,7 @@ def main() -> int:
         for _ in range(args.repeat):  # interleaved: every arm and command once per round
             for name, argv in cmds.items():
                 for arm, env in arms.items():
-                    wall, rss, code = run_once(argv, env)
+                    wall, rss, code = run_once(argv, env, tmp)
                     if code not in (0, 1):
                         raise SystemExit(f"{arm} {name}: exit {code}")
                     samples[arm].setdefault(name, []).append((wall, rss))

@@ -315,11 +315,12 @@ def load_champion(model_name: str, tracking_uri: str | None = None, alias: str =
     import tempfile
 
     from mavin_ops import settings
-    from mavin_ops.reader import NotFound, reader
+    from mavin_ops.reader import NotFound, local_artifact, reader
 
     uri = tracking_uri or settings.tracking_uri()
+    store = reader(uri)
     try:
-        mv = reader(uri).model_version_by_alias(model_name, alias)
+        mv = store.model_version_by_alias(model_name, alias)
     except NotFound:
         return None
     where, run_id = str(mv.tags.get(METRICS_TAG) or ""), mv.run_id or None
@@ -328,19 +329,19 @@ def load_champion(model_name: str, tracking_uri: str | None = None, alias: str =
         msg = " ".join(str(exc).split())
         return Champion(model_name, mv.version, run_id, where, None, f"cannot read the metrics.json of champion {model_name} v{mv.version}: {msg}")
 
-    local = _local_metrics(where)
-    if local is not None:  # the local store's champion: read without importing MLflow
-        try:
-            return Champion(model_name, mv.version, run_id, where, read_metrics(local))
-        except (OSError, MetricsFileError) as exc:
-            return unreadable(exc)
     if not where and not run_id:
         return Champion(model_name, mv.version, None, "", None,
                         f"champion {model_name} v{mv.version} has no run and no '{METRICS_TAG}' tag; tag the version with its metrics.json location")
+    source = where or f"runs:/{run_id}/{METRICS_ARTIFACT}"
+    local = _local_metrics(where) or local_artifact(store, source)
+    if local is not None:  # the local store's champion: read without importing MLflow
+        try:
+            return Champion(model_name, mv.version, run_id, source, read_metrics(local))
+        except (OSError, MetricsFileError) as exc:
+            return unreadable(exc)
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    source = where or f"runs:/{run_id}/{METRICS_ARTIFACT}"
     try:
         with tempfile.TemporaryDirectory(prefix="mavin-champion-") as tmp:  # a download, removed after reading
             path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=uri))
@@ -743,10 +744,13 @@ def run_gate(
 
 
 def _log_gate(decision: GateDecision, out: Path, run_id: str | None, tracking_uri: str | None) -> None:
+    import sys
+
+    # A run can be active in this process only if MLflow is loaded: the CLI's gate never imports it.
+    if run_id is None and ("mlflow" not in sys.modules or sys.modules["mlflow"].active_run() is None):
+        return
     import mlflow
 
-    if run_id is None and mlflow.active_run() is None:
-        return
     if run_id is not None:
         from mlflow.tracking import MlflowClient
 

@@ -28,7 +28,7 @@ from urllib.parse import unquote
 
 from mavin_ops import settings
 
-__all__ = ["NotFound", "Reader", "Run", "Version", "reader", "sqlite_path"]
+__all__ = ["NotFound", "Reader", "Run", "Version", "local_artifact", "reader", "sqlite_path"]
 
 #: MLflow's stage of a soft-deleted model version, and its only workspace on a local store.
 _DELETED_VERSION = "Deleted_Internal"
@@ -90,6 +90,28 @@ def reader(tracking_uri: str | None = None, mlflow: bool = False) -> Reader:
     if path is not None and not mlflow:
         return SqliteReader(path)
     return MlflowReader(uri)
+
+
+def local_artifact(store: Reader, uri: str) -> Path | None:
+    """The file on this machine behind ``runs:/<run id>/<path>`` when the run's artifacts are
+    stored locally (under the state folder, ``mavin-home:/...``, or a ``file:`` location);
+    None when they are remote, the run is unknown, or the file is missing (then download it
+    with MLflow). Never a path outside the run's artifact folder."""
+    if not uri.startswith("runs:/"):
+        return None
+    run_id, _, rel = uri[len("runs:/"):].partition("/")
+    try:
+        root = store.run(run_id).artifact_uri
+    except NotFound:
+        return None
+    if not root or ("://" in root and not root.startswith("file://")):
+        return None
+    try:
+        folder = settings.local_path(root).resolve()
+    except ValueError:
+        return None
+    path = (folder / rel).resolve()
+    return path if folder in path.parents and path.is_file() else None
 
 
 class SqliteReader:

@@ -421,6 +421,21 @@ def test_reading_the_store_directly_sees_what_mlflow_sees(released, ref):
     assert registry.history(MODEL) == registry.history(MODEL, mlflow=True) and registry.verify(MODEL) == registry.verify(MODEL, mlflow=True) == []
 
 
+@pytest.mark.parametrize("argv", [["history", MODEL], ["verify", MODEL], ["lineage", f"{MODEL}@champion"], ["releases"], ["gate", "{metrics}", "--out", "{out}", "--model", MODEL, "--json"]])
+def test_read_commands_do_not_import_mlflow_on_the_local_store(released, tmp_path, argv):
+    """What keeps them well under a second (BENCHMARKS.md, "Everyday read commands"):
+    importing MLflow and opening its store alone takes seconds."""
+    import subprocess
+    import sys
+
+    metrics = next(Path(released.c.folder).rglob("evaluation/metrics.json"))
+    argv = [a.replace("{metrics}", str(metrics)).replace("{out}", str(tmp_path / "gate")) for a in argv]
+    code = "import sys; from mavin_ops.cli import main; rc = main(sys.argv[1:]); print('MLFLOW', 'mlflow' in sys.modules); sys.exit(rc)"
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode in (0, 1), done.stderr[-2000:]  # the gate exits 1 on a failing verdict
+    assert done.stdout.rstrip().endswith("MLFLOW False"), done.stdout[-500:]
+
+
 def test_served_champion_answers_the_generate_client(released, tmp_path):
     """What `make release` ends with: the served champion answers the generate client."""
     assert main(["smoke", "--name", MODEL, "--steps", "2", "--out", str(tmp_path / "served")]) == 0
