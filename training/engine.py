@@ -358,14 +358,40 @@ def shard_optimizer_state(engine, named_trainable: Sequence[tuple[str, torch.nn.
 class ShardedOptimizerState:
     """Full optimizer tensors put together from the per-rank files of a sharded checkpoint,
     one key at a time (``get``/``keys``, the reader :func:`load_optimizer_state` takes), for
-    any world size: each parameter's fragments are laid at their recorded offsets and must
-    cover it exactly once. ``shards``: (index, reader) per rank file; ``shapes``: parameter
-    name -> shape."""
+    any world size. ``shards``: (index, reader) per rank file, where ``index[name] = [start,
+    n]`` says the file holds the flattened elements [start, start + n) of parameter ``name``;
+    ``shapes``: parameter name -> shape.
+
+    Nothing a file says is trusted: every fragment must lie inside its parameter (0 <= start,
+    start + n <= numel), the fragments of a parameter must cover each of its elements exactly
+    once (checked on the index, before any tensor is read), and each tensor's declared shape
+    must hold exactly n elements (checked on the file's header, before the tensor is read). A
+    lie is a ValueError that names the file's rank, the parameter and what is wrong."""
 
     def __init__(self, shards: Sequence[tuple[dict[str, list[int]], Any]], shapes: dict[str, Sequence[int]], where: str = "checkpoint"):
         self.shards, self.shapes, self.where = list(shards), dict(shapes), where
-        self._keys = {"step"} | {f"{k}.{n}" for n in self.shapes for k in ("master", "exp_avg", "exp_avg_sq")
-                                  if any(n in idx for idx, _ in self.shards)}
+        self._numel = {n: int(torch.Size(s).numel()) for n, s in self.shapes.items()}
+        masks: dict[str, torch.Tensor] = {}
+        for rank, (idx, _) in enumerate(self.shards):
+            if not isinstance(idx, dict):
+                raise ValueError(f"{where}: rank {rank}'s file has an index that is not a mapping of parameter to [start, n]")
+            for name, frag in idx.items():
+                if name not in self._numel:
+                    raise ValueError(f"{where}: rank {rank}'s file holds '{name}', which this run does not train")
+                if not (isinstance(frag, list) and len(frag) == 2 and all(type(v) is int for v in frag)):
+                    raise ValueError(f"{where}: rank {rank}'s index entry for '{name}' is {str(frag)[:40]}, not [start, n] in whole numbers")
+                start, n, numel = frag[0], frag[1], self._numel[name]
+                if start < 0 or n < 1 or start + n > numel:
+                    raise ValueError(f"{where}: rank {rank}'s fragment [{start}, {start} + {n}) of '{name}' is not inside its {numel} elements")
+                mask = masks.setdefault(name, torch.zeros(numel, dtype=torch.int32))
+                mask[start : start + n] += 1
+        for name, mask in masks.items():
+            if int(mask.max()) > 1:
+                raise ValueError(f"{where}: the rank files' fragments of '{name}' overlap ({int((mask > 1).sum())} elements held twice)")
+            if int(mask.min()) < 1:
+                raise ValueError(f"{where}: the rank files hold {int((mask > 0).sum())} of {mask.numel()} elements of '{name}'; "
+                                 "a rank's file is missing or from another run")
+        self._keys = {"step"} | {f"{k}.{n}" for n in masks for k in ("master", "exp_avg", "exp_avg_sq")}
 
     def keys(self) -> set[str]:
         return set(self._keys)
@@ -374,15 +400,17 @@ class ShardedOptimizerState:
         if key == "step":
             return self.shards[0][1].get_tensor("step")
         name = key.split(".", 1)[1]
-        numel = int(torch.Size(self.shapes[name]).numel())
-        full, covered = torch.zeros(numel, dtype=torch.float32), 0
-        for idx, reader in self.shards:
+        full = torch.zeros(self._numel[name], dtype=torch.float32)
+        for rank, (idx, reader) in enumerate(self.shards):
             if name in idx:
                 start, n = idx[name]
-                full[start : start + n] = reader.get_tensor(key)
-                covered += n
-        if covered != numel:
-            raise ValueError(f"{self.where}: the rank files hold {covered} of {numel} elements of '{name}'; a rank's file is missing or from another run")
+                declared = reader.get_slice(key).get_shape() if hasattr(reader, "get_slice") else None
+                if declared is not None and int(torch.Size(declared).numel()) != n:
+                    raise ValueError(f"{self.where}: rank {rank}'s '{key}' is declared {list(declared)[:4]} where its index says {n} elements")
+                part = reader.get_tensor(key)
+                if part.numel() != n:
+                    raise ValueError(f"{self.where}: rank {rank}'s '{key}' holds {part.numel()} elements where its index says {n}")
+                full[start : start + n] = part.reshape(-1)
         return full.reshape(self.shapes[name])
 
 

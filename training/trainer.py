@@ -430,6 +430,8 @@ def _log_inputs(dataset: Any, name: str, digest: str, source: str) -> None:
 def _load_optimizer(resume: ckpt.CheckpointInfo, engine: Any, named_trainable: list) -> None:
     """Put a checkpoint's optimizer state into the engine, whatever the world size that wrote
     it: one consolidated file, or one file per rank of a sharded save put back together."""
+    from safetensors import SafetensorError
+
     from . import engine as eng
 
     shard_files = sorted(n for n in resume.manifest["files"] if n.startswith("optimizer.rank"))
@@ -440,11 +442,22 @@ def _load_optimizer(resume: ckpt.CheckpointInfo, engine: Any, named_trainable: l
             return
         with contextlib.ExitStack() as stack:
             readers = [stack.enter_context(ckpt.open_tensors(resume, n)) for n in shard_files]
-            state = eng.ShardedOptimizerState([(json.loads(r.metadata()["index"]), r) for r in readers],
+            state = eng.ShardedOptimizerState([(_rank_index(r, n), r) for n, r in zip(shard_files, readers)],
                                               {n: tuple(p.shape) for n, p in named_trainable}, where=str(resume.path))
             eng.load_optimizer_state(engine, named_trainable, state.get, state.keys())
-    except (KeyError, ValueError) as exc:
-        raise TrainError(f"checkpoint {resume.path}: its optimizer state does not fit this run: {exc}") from None
+    except (KeyError, ValueError, SafetensorError) as exc:  # a lying or foreign file: one line, never a traceback
+        raise TrainError(f"checkpoint {resume.path}: its optimizer state does not fit this run: {str(exc).splitlines()[0][:300]}") from None
+
+
+def _rank_index(reader: Any, name: str) -> Any:
+    """The fragment index a rank file carries in its header (``index``: JSON), or ValueError."""
+    text = (reader.metadata() or {}).get("index")
+    if not isinstance(text, str) or len(text) > 1_000_000:
+        raise ValueError(f"{name} has no readable fragment index in its header")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError(f"{name}: its fragment index is not JSON") from None
 
 
 def _barrier(dist: Any) -> None:

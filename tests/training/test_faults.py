@@ -214,3 +214,150 @@ def test_two_ranks_sigterm_to_torchrun_writes_a_sharded_checkpoint_and_exits(deb
     assert len(_shards(out / "step-00000003")) == 2
     meta = ckpt.load_json(out / "step-00000003")
     assert meta["world_size"] == 2 and len(set(meta["rank_param_sha256"])) == 1
+
+
+# --------------------------------------------------------------------------- lying rank files
+
+
+@pytest.fixture(scope="module")
+def sharded_step(debug_dataset, tmp_path_factory) -> Path:
+    """A sharded checkpoint (step 6) written by two ranks, to craft lies into copies of."""
+    tmp = tmp_path_factory.mktemp("sharded")
+    proc = _torchrun([debug_dataset, tmp / "id", tmp / "lat", tmp / "r.json"])
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log
+    step = tmp / "id" / "step-00000006"
+    assert _shards(step) == ["optimizer.rank00000-of-00002.safetensors", "optimizer.rank00001-of-00002.safetensors"]
+    return step
+
+
+def _rank_file(rank: int) -> str:
+    return f"optimizer.rank{rank:05d}-of-00002.safetensors"
+
+
+def _recommit(step: Path, name: str) -> None:
+    """Make the manifest agree with a rewritten file, as someone who can write the folder would."""
+    from mavin_ops.data.manifest import sha256_file
+
+    manifest = json.loads((step / ckpt.MANIFEST).read_text())
+    manifest["files"][name] = {"sha256": sha256_file(step / name), "bytes": (step / name).stat().st_size}
+    (step / ckpt.MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def _rewrite(step: Path, rank: int, edit) -> None:
+    """Rewrite one rank file after ``edit(index, tensors)`` changed its fragment index and tensors."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = step / _rank_file(rank)
+    with safe_open(str(path), framework="pt") as fh:
+        meta, tensors = dict(fh.metadata()), {k: fh.get_tensor(k) for k in fh.keys()}
+    index = json.loads(meta["index"])
+    edit(index, tensors)
+    meta["index"] = index if isinstance(index, str) else json.dumps(index)
+    save_file(tensors, str(path), metadata=meta)
+    _recommit(step, path.name)
+
+
+def _whole(step: Path) -> tuple[int, str, int]:
+    """(rank, parameter, numel) of a parameter one rank file holds whole, with 300+ elements."""
+    from safetensors import safe_open
+
+    indexes = []
+    for rank in (0, 1):
+        with safe_open(str(step / _rank_file(rank)), framework="pt") as fh:
+            indexes.append(json.loads(fh.metadata()["index"]))
+    for rank, idx in enumerate(indexes):
+        for name, (start, n) in idx.items():
+            if start == 0 and n >= 300 and name not in indexes[1 - rank]:
+                return rank, name, n
+    raise AssertionError("no parameter held whole by one rank")
+
+
+def _overlap(step, rank, name, n):
+    """The review's lie: two fragments whose sizes add up to the parameter, overlapping by 100."""
+    import torch
+
+    def mine(index, tensors):
+        index[name] = [0, n - 100]
+        for k in ("master", "exp_avg", "exp_avg_sq"):
+            tensors[f"{k}.{name}"] = tensors[f"{k}.{name}"][: n - 100].clone()
+
+    def other(index, tensors):
+        index[name] = [n - 200, 100]
+        for k in ("master", "exp_avg", "exp_avg_sq"):
+            tensors[f"{k}.{name}"] = torch.ones(100)
+
+    _rewrite(step, rank, mine)
+    _rewrite(step, 1 - rank, other)
+
+
+def _index(entry):
+    def craft(step, rank, name, n):
+        _rewrite(step, rank, lambda index, tensors: index.__setitem__(name, entry(n)))
+    return craft
+
+
+def _short_tensor(step, rank, name, n):
+    def edit(index, tensors):
+        tensors[f"exp_avg.{name}"] = tensors[f"exp_avg.{name}"][: n - 10].clone()
+    _rewrite(step, rank, edit)
+
+
+def _not_json(step, rank, name, n):
+    """An index nested 100,000 deep."""
+    path = step / _rank_file(rank)
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as fh:
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    save_file(tensors, str(path), metadata={"index": "[" * 100_000})
+    _recommit(step, path.name)
+
+
+def _huge_shape(step, rank, name, n):
+    """A header that declares shape 10^12 for one tensor (the data left as it is)."""
+    path = step / _rank_file(rank)
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    header[f"exp_avg.{name}"]["shape"] = [10**12]
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size :])
+    _recommit(step, path.name)
+
+
+@pytest.mark.parametrize(
+    ("craft", "says"),
+    [
+        (_overlap, "overlap (100 elements held twice)"),
+        (_index(lambda n: [n - 4, 8]), "is not inside its"),  # past the end, short tensor
+        (_index(lambda n: [100, n]), "is not inside its"),  # past the end, full tensor
+        (_index(lambda n: [-100, n]), "is not inside its"),  # negative offset
+        (_index(lambda n: [0.5, n]), "not [start, n] in whole numbers"),
+        (_short_tensor, "where its index says"),
+        (_huge_shape, "does not fit this run"),
+        (_not_json, "fragment index is not JSON"),
+    ],
+    ids=["overlap", "past-end-short", "past-end-full", "negative", "not-int", "short-tensor", "shape-1e12", "deep-json"],
+)
+def test_a_lying_rank_file_is_one_line_and_nothing_loads(sharded_step, debug_dataset, tmp_path, craft, says):
+    """Each lie of a rank file whose manifest was made to agree with it: the resume refuses
+    it in one line (never a traceback, never zeros or another rank's numbers loaded)."""
+    import shutil
+
+    from mavin_ops.training.trainer import TrainError
+
+    out = tmp_path / "id"
+    step = out / sharded_step.name
+    shutil.copytree(sharded_step, step)
+    rank, name, n = _whole(step)
+    craft(step, rank, name, n)
+    ckpt.verify_checkpoint(step)  # the manifest agrees: only the content lies
+    with pytest.raises(TrainError) as err:
+        train_stage("id", "debug", dataset=debug_dataset, out_dir=out, latents_dir=tmp_path / "lat", adapter=ToyAdapter(),
+                    overrides={**OVERRIDES, "steps": 7, "accum": 2}, track=False, progress=False)
+    message = str(err.value)
+    assert says in message and "\n" not in message and message.startswith(f"checkpoint {step}"), message
