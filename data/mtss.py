@@ -504,28 +504,20 @@ def read_script_file(path: str | os.PathLike) -> Any:
     def bad(message: str) -> ScriptError:
         return ScriptError([Issue("?", "script", path, kind.lower(), f"not valid {kind}: {message}")])
 
-    with open(path, "rb") as fh:
-        raw = fh.read()
+    from mavin_ops.bounded import InputError, load_json, load_yaml, read_bytes
+
+    try:
+        raw = read_bytes(path, f"an MTSS script ({kind})")
+    except InputError as exc:
+        raise ScriptError([Issue("?", "script", path, "file", str(exc).removeprefix(f"{path} ").removeprefix(f"{path}: "))]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise bad(f"byte {exc.start} is not UTF-8 text") from None
-    if not is_yaml:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ScriptError(
-                [Issue("?", "script", path, "json", f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]
-            ) from None
-    import yaml
-
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ScriptError([Issue("?", "script", path, "yaml", f"not valid YAML{where}: {problem}")]) from None
+        return load_yaml(text, path) if is_yaml else load_json(text, path)
+    except InputError as exc:  # "<path>: not valid JSON at ..." -> the message after the path
+        raise ScriptError([Issue("?", "script", path, kind.lower(), str(exc).removeprefix(f"{path}: "))]) from None
 
 
 def load_script(path: str) -> Script:

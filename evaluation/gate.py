@@ -243,16 +243,16 @@ def _parse_profiles(data: Any, listed: set[str], source: str) -> dict[str, tuple
 
 def load_policy(path: str | os.PathLike | None = None) -> GatePolicy:
     """Read a YAML policy file (default :data:`DEFAULT_POLICY`)."""
-    import yaml
+    from mavin_ops.bounded import InputError, load_yaml, read_bytes
 
     path = Path(path) if path else DEFAULT_POLICY
-    if not path.is_file():
+    if not path.exists():
         raise PolicyError(f"{path}: no such gate policy file; pass an existing YAML file or omit it for the default")
-    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+        raw = read_bytes(path, "a gate policy (YAML)")
+        data = load_yaml(raw, str(path))
+    except (InputError, OSError) as exc:
+        raise PolicyError(str(exc) if isinstance(exc, InputError) else f"{path}: cannot be read ({type(exc).__name__})") from None
     policy = parse_policy(data, str(path))
     return GatePolicy(policy.rules, policy.resamples, policy.confidence, policy.seed, str(path), hashlib.sha256(raw).hexdigest())
 

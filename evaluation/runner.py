@@ -154,16 +154,16 @@ def load_config(config: str | os.PathLike | Mapping[str, Any] | EvalConfig | Non
     if config is None:
         return EvalConfig()
     if isinstance(config, (str, os.PathLike)):
-        import yaml
+        from mavin_ops.bounded import InputError, load_yaml, read_text
 
         path = Path(config)
         source = str(path)
-        if not path.is_file():
+        if not path.exists():
             raise EvaluationError(f"{path}: no such evaluation config file; pass an existing YAML file or omit it for the defaults")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise EvaluationError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+            data = load_yaml(read_text(path, "an evaluation config (YAML)"), str(path)) or {}
+        except InputError as exc:
+            raise EvaluationError(str(exc)) from None
     else:
         data = dict(config)
     if not isinstance(data, Mapping):

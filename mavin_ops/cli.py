@@ -1086,6 +1086,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from mavin_ops.bounded import InputError
     from mavin_ops.data.mtss import ScriptError
     from mavin_ops.data.versioning import VersioningError
     from mavin_ops.lineage import LineageError
@@ -1117,7 +1118,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.training.data import DataError
     from mavin_ops.training.trainer import TrainError
 
-    return (UserError, IngestError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
+    return (UserError, InputError, IngestError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
             EvaluationError, EncoderError, DetectorConfigError, PolicyError, MetricsFileError,
             GenerateError, ExportError, BaseError, PretrainError, ServerError, StoreError, CheckpointError, DataError, TrainError,
             PreflightError, ResumeError, ConfigError, PlanError, DataPresetError, PresetError, DatasetError, MediaError, RecipeError, RepositoryError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)

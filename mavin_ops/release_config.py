@@ -76,19 +76,17 @@ _PIPELINE_NAME = {"model": "model_name", "policy": "gate_policy"}
 
 def load_release_config(path: str | os.PathLike) -> ReleaseConfig:
     """Read and check a release file; relative paths become paths next to it."""
-    import yaml
+    from mavin_ops.bounded import InputError, load_yaml, read_text
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(read_text(path, "a release file"), str(path))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such release file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.__class__.__name__})") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" (line {where.line + 1})" if where is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{at}; fix the file") from None
+    except InputError as exc:
+        raise ConfigError(f"{exc}; fix the file") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -69,13 +69,15 @@ class ClusterProfile:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ClusterProfile":
+        from mavin_ops.bounded import InputError, load_yaml, read_text
+
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = load_yaml(read_text(path, "a cluster profile (YAML)"), f"cluster profile {path}") or {}
         except FileNotFoundError:
             raise ProfileError(f"cluster profile {path} does not exist; start from {DEFAULT_PROFILE}") from None
-        except yaml.YAMLError as exc:
-            raise ProfileError(f"cluster profile {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        except InputError as exc:
+            raise ProfileError(str(exc)) from None
         known = set(cls.__dataclass_fields__) - {"source"}
         unknown = sorted(set(data) - known)
         if unknown:

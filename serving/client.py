@@ -17,7 +17,6 @@ with the server's one-line message.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,18 +96,14 @@ def server_parameters(client: Any, model: str = ENTRY_MODEL) -> dict[str, str]:
 
 
 def _load_script(script: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], Path | None]:
-    from mavin_ops.data.mtss import Issue, ScriptError
+    from mavin_ops.data.mtss import read_script_file
 
     if isinstance(script, Mapping):
         return dict(script), None
     path = Path(script)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"script {path} does not exist; pass an MTSS scene script (JSON)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8")), path
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = f"line {exc.lineno} column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise ScriptError([Issue("?", "script", str(path), "json", f"not valid JSON at {where}")]) from None
+    return read_script_file(path), path  # bounded: size, depth, a folder named as one
 
 
 def build_request(

@@ -31,7 +31,7 @@ def test_a_release_file_reads_paths_next_to_itself_and_maps_to_pipeline_paramete
         ("trian_steps: 2\n", "trian_steps: unknown option; allowed: preset, seed"),
         ("model: ../victim\n", "model: model name '../victim' is not allowed"),
         ("max_quarantine_share: 2\n", "max_quarantine_share: Input should be less than or equal to 1"),
-        ("[preset\n", "not valid YAML (line"),
+        ("[preset\n", "not valid YAML at line 2 column 1"),
         ("- preset\n", "a release file is a mapping"),
     ],
 )

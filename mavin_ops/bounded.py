@@ -1,0 +1,91 @@
+"""Reading the files a user hands the platform (release files, gate policies, evaluation
+configs, cluster profiles, scene scripts) within bounds, so that a crafted file costs a
+one-line error and never a traceback, a gigabyte of memory or its content on the screen:
+
+- at most :data:`MAX_FILE_BYTES` are read (``/dev/zero`` included), and a folder is named as one;
+- JSON nested deeper than Python's parser can follow is refused (``RecursionError`` caught);
+- YAML is read without aliases (``*name``): an alias can repeat a node without limit (a
+  300-byte "billion laughs" expands to gigabytes), and none of our files needs one;
+- errors say where (line and column) and what, never the text around it.
+
+Each function raises :class:`InputError` (a ValueError) with that line; callers re-raise it
+as their own error type when they have one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MAX_FILE_BYTES", "InputError", "load_json", "load_yaml", "read_bytes", "read_text"]
+
+#: The largest config, policy, profile or script file read: far above any real one.
+MAX_FILE_BYTES = 8 << 20
+
+
+class InputError(ValueError):
+    """A file the user gave cannot be read as what it should be; one line that names it."""
+
+
+def read_bytes(path: str | os.PathLike, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of ``path`` (``what`` it should be, e.g. "a gate policy"), at most ``limit``.
+    FileNotFoundError passes through (callers word it)."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p} is a folder; pass {what} (a file)")
+    with open(p, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise InputError(f"{p} is larger than {limit} bytes, too large for {what}; pass the file itself")
+    return data
+
+
+def read_text(path: str | os.PathLike, what: str, limit: int = MAX_FILE_BYTES) -> str:
+    """:func:`read_bytes` decoded as UTF-8."""
+    data = read_bytes(path, what, limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: byte {exc.start} is not UTF-8 text; {what} is a text file") from None
+
+
+def load_json(text: str | bytes, where: str) -> Any:
+    """Parse JSON; errors name ``where`` and the line and column."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise InputError(f"{where}: JSON nested too deep to read") from None
+
+
+def _no_alias_loader():
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """yaml.SafeLoader that refuses aliases (anchors alone are harmless)."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in this file; write the value out", mark)
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+def load_yaml(text: str | bytes, where: str) -> Any:
+    """Parse YAML without aliases; errors name ``where``, the line and column and the problem,
+    never the text around it."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_no_alias_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise InputError(f"{where}: not valid YAML{at}: {problem}") from None
+    except RecursionError:
+        raise InputError(f"{where}: YAML nested too deep to read") from None

@@ -1,0 +1,76 @@
+"""Crafted input files cost one line and exit 2, on the real commands (issue "Trust ...",
+item 4): a YAML alias bomb, JSON nested 100,000 deep, /dev/zero as a script, a folder where
+a file belongs, and a YAML error that must not show the file's text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mavin_ops.cli import main
+
+#: 6 levels of 9 aliases each: 9^6 (531,441) strings once expanded, in under 400 bytes (each
+#: level more multiplies it by 9; before this check, the error line alone was megabytes).
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(5)
+)
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mavin-ops: error: ") and "\n" not in err and len(err) < 400, err[:2000]
+    return err
+
+
+@pytest.fixture
+def files(tmp_path) -> dict[str, Path]:
+    out = {"bomb": tmp_path / "bomb.yaml", "deep": tmp_path / "deep.json", "secret": tmp_path / "policy.yaml",
+           "metrics": tmp_path / "metrics.json"}
+    out["bomb"].write_text(BOMB)
+    out["deep"].write_text("[" * 100_000)
+    out["secret"].write_text("version: 1\nroot:x:0:0:hunter2-secret-line: [unclosed\n")
+    out["metrics"].write_text(json.dumps({"metrics": {}}))
+    assert len(BOMB) < 400
+    return out
+
+
+def test_a_yaml_alias_bomb_in_a_release_file_is_one_line(files, capsys):
+    assert main(["release", "--config", str(files["bomb"])]) == 2
+    assert "aliases (*name) are not allowed" in _one_line(capsys)
+
+
+def test_a_yaml_alias_bomb_as_gate_policy_is_one_line(files, tmp_path, capsys):
+    assert main(["gate", str(files["metrics"]), "--policy", str(files["bomb"]), "--out", str(tmp_path / "g"),
+                 "--champion-metrics", str(files["metrics"])]) == 2
+    assert "aliases (*name) are not allowed" in _one_line(capsys)
+
+
+def test_a_yaml_error_names_line_and_column_but_never_shows_the_text(files, tmp_path, capsys):
+    assert main(["gate", str(files["metrics"]), "--policy", str(files["secret"]), "--out", str(tmp_path / "g"),
+                 "--champion-metrics", str(files["metrics"])]) == 2
+    err = _one_line(capsys)
+    assert "not valid YAML at line 3 column 1" in err and "hunter2" not in err
+
+
+def test_a_folder_given_as_a_policy_is_named_as_a_folder(files, tmp_path, capsys):
+    assert main(["gate", str(files["metrics"]), "--policy", str(tmp_path), "--out", str(tmp_path / "g"),
+                 "--champion-metrics", str(files["metrics"])]) == 2
+    assert "is a folder; pass a gate policy" in _one_line(capsys)
+
+
+def test_script_check_on_json_nested_100000_deep_is_one_line(files, capsys):
+    assert main(["script", "check", str(files["deep"])]) == 2
+    assert "JSON nested too deep to read" in _one_line(capsys)
+
+
+def test_script_check_on_dev_zero_stops_at_the_size_cap(capsys):
+    assert main(["script", "check", "/dev/zero"]) == 2
+    assert "larger than 8388608 bytes" in _one_line(capsys)
+
+
+def test_generate_with_a_deep_script_is_refused_before_any_server(files, tmp_path, capsys):
+    # No server listens on this port: the script must be refused before a connection is tried.
+    assert main(["generate", "--script", str(files["deep"]), "--out", str(tmp_path / "x.mp4"), "--url", "127.0.0.1:9"]) == 2
+    assert "nested too deep" in _one_line(capsys) and not (tmp_path / "x.mp4").exists()
