@@ -659,7 +659,8 @@ def _url(value: str) -> str:
     from mavin_ops.safety import UnsafeURL, check_url
 
     try:
-        return check_url(value, "the URL")
+        check_url(value if "://" in value else f"http://{value}", "the URL")  # a host:port address too
+        return value
     except UnsafeURL as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -953,7 +954,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen2 = sub.add_parser("generate", help="generate an mp4 (video + audio track) from an MTSS script through Triton")
     gen2.add_argument("--script", required=True, help="MTSS scene script (JSON)")
     gen2.add_argument("--out", required=True, help="output mp4")
-    gen2.add_argument("--url", default=None, help="server URL (default: 127.0.0.1:8000 for HTTP, :8001 for gRPC)")
+    gen2.add_argument("--url", default=None, type=_url, help="server URL (default: 127.0.0.1:8000 for HTTP, :8001 for gRPC)")
     gen2.add_argument("--protocol", default="http", choices=["http", "grpc"], help="client protocol (default: http)")
     gen2.add_argument("--image", action="append", default=[], metavar="ROLE=PNG", help="reference image for a role (repeatable)")
     gen2.add_argument("--voice", action="append", default=[], metavar="ROLE=WAV", help="reference voice for a role (repeatable)")

@@ -99,7 +99,8 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
-_URL_IN_TEXT = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/\s@'\"]+)@")
+#: ``scheme://userinfo@``: the userinfo runs to the last ``@`` before the path (a password may hold ``@``).
+_URL_IN_TEXT = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/\s'\"]+)@")
 
 
 def redact(text: str) -> str:

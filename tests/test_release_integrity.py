@@ -93,12 +93,22 @@ def test_cli_refuses_unsafe_names_with_one_line_and_exit_2(tmp_path, capsys, arg
     assert (victim / "keep.txt").read_text() == "precious"
 
 
-def test_cli_refuses_credentials_in_url_options_without_echoing_them(capsys):
+@pytest.mark.parametrize("argv", [
+    ["release", "--endpoint-url", "http://minio:s3cr3t@127.0.0.1:9000"],
+    ["release", "--endpoint-url", "http://minio:p@ss-s3cr3t@127.0.0.1:9000"],  # an @ inside the password
+    ["generate", "--script", "s.json", "--out", "o.mp4", "--url", "minio:s3cr3t@127.0.0.1:8000"],  # host:port, no scheme
+])
+def test_cli_refuses_credentials_in_url_options_without_echoing_them(capsys, argv):
     with pytest.raises(SystemExit) as exited:
-        main(["release", "--endpoint-url", "http://minio:s3cr3t@127.0.0.1:9000"])
+        main(argv)
     assert exited.value.code == 2
     line = _one_line_error(capsys)
-    assert "carries credentials" in line and "s3cr3t" not in line
+    assert "carries credentials" in line and "s3cr3t" not in line and "minio" not in line
+
+
+def test_redaction_masks_the_whole_userinfo_up_to_the_last_at():
+    assert safety.redact("pull from https://bob:p@ss@w0rd@host:5000/x failed") == "pull from https://***@host:5000/x failed"
+    assert safety.redact("s3://k:s@b/x@y and http://h/p@q") == "s3://***@b/x@y and http://h/p@q"  # an @ in a path is no userinfo
 
 
 def test_generate_with_a_malformed_image_option_names_the_option(capsys):
