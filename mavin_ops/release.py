@@ -572,6 +572,7 @@ def list_releases(limit: int = 20) -> list[dict]:
     cannot be read is listed with its error, not skipped."""
     import datetime as dt
 
+    from mavin_ops.bounded import load_json, read_text
     from mavin_ops.safety import check_name
 
     root = settings.home() / "releases"
@@ -583,17 +584,21 @@ def list_releases(limit: int = 20) -> list[dict]:
             continue  # not a folder a release wrote
         entry: dict = {"release_id": folder.name, "page": ""}
         try:
-            record = json.loads((folder / "release.json").read_text(encoding="utf-8"))
+            record = load_json(read_text(folder / "release.json", "a release record"), "release.json")
             last = record["attempts"][-1]
+            started, wall = float(last["started"]), float(last.get("wall_s", 0.0))
+            if not (0 <= started < 1e11 and 0 <= wall < 1e9):  # NaN and Infinity fail these too
+                raise ValueError(f"started {str(last['started'])[:24]} or wall_s {str(last.get('wall_s'))[:24]} is not a time")
             entry.update({
-                "started": dt.datetime.fromtimestamp(float(last["started"]), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-                "_t": float(last["started"]), "duration_s": float(last.get("wall_s", 0.0)), "attempts": len(record["attempts"]),
+                "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+                "_t": started, "duration_s": wall, "attempts": len(record["attempts"]),
                 "succeeded": bool(last.get("succeeded")), "verdict": str(last.get("verdict") or ("failed" if last.get("error") else "")),
                 "model": str(last.get("model") or ""), "champion_before": last.get("champion_before"),
                 "champion_after": last.get("champion_after"),
             })
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-            entry.update({"_t": folder.stat().st_mtime, "error": f"release.json unreadable ({exc.__class__.__name__})"})
+        except (OSError, ValueError, KeyError, IndexError, TypeError, OverflowError) as exc:
+            why = str(exc).splitlines()[0][:120] if isinstance(exc, ValueError) else exc.__class__.__name__
+            entry.update({"_t": folder.stat().st_mtime, "error": f"release.json unreadable ({why})"})
         if (folder / "release.html").is_file():
             entry["page"] = str(folder / "release.html")
         out.append(entry)

@@ -74,3 +74,22 @@ def test_generate_with_a_deep_script_is_refused_before_any_server(files, tmp_pat
     # No server listens on this port: the script must be refused before a connection is tried.
     assert main(["generate", "--script", str(files["deep"]), "--out", str(tmp_path / "x.mp4"), "--url", "127.0.0.1:9"]) == 2
     assert "nested too deep" in _one_line(capsys) and not (tmp_path / "x.mp4").exists()
+
+
+def test_releases_lists_crafted_records_with_their_error(isolated_home, capsys):
+    def record(started, wall):
+        return '{"release_id": "x", "attempts": [{"attempt": 1, "started": %s, "wall_s": %s, "verdict": "promoted"}]}' % (started, wall)
+
+    for rid, text in {"r-huge": record("1e300", "1"), "r-inf": record("1765000000", "Infinity"), "r-nan": record("NaN", "1"),
+                      "r-deep": "[" * 100_000, "r-good": record("1765000000", "61.5")}.items():
+        (isolated_home / "releases" / rid).mkdir(parents=True)
+        (isolated_home / "releases" / rid / "release.json").write_text(text)
+    assert main(["releases"]) == 0
+    table = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(table) == {"r-huge", "r-inf", "r-nan", "r-deep", "r-good"}
+    for rid in ("r-huge", "r-inf", "r-nan", "r-deep"):
+        assert "release.json unreadable" in table[rid], table[rid]
+    assert "1m01s" in table["r-good"] and "promoted" in table["r-good"]
+    assert main(["releases", "--json"]) == 0
+    listed = {r["release_id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert "nested too deep" in listed["r-deep"]["error"] and listed["r-good"]["duration_s"] == 61.5
