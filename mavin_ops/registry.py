@@ -162,11 +162,8 @@ def history(model: str, *, mlflow: bool = False) -> list[AuditRecord]:
     except NotFound:
         raise PromotionError(f"no registered model '{model}'; register a version first") from None
     fields = set(AuditRecord.__dataclass_fields__)
-    raw = sorted((k[len(AUDIT_PREFIX):], json.loads(v)) for k, v in tags.items() if k.startswith(AUDIT_PREFIX))
-    records = [
-        replace(AuditRecord(**{"seq": 0, **{k: v for k, v in body.items() if k in fields}}), seq=n, key=key)
-        for n, (key, body) in enumerate(raw, start=1)
-    ]
+    raw = sorted((k[len(AUDIT_PREFIX):], v) for k, v in tags.items() if k.startswith(AUDIT_PREFIX))
+    records = [replace(_parse_record(model, key, text, fields), seq=n, key=key) for n, (key, text) in enumerate(raw, start=1)]
     if any(r.state == "pending" for r in records):
         current = champion_version(model, mlflow=mlflow)
         records = [
@@ -174,6 +171,30 @@ def history(model: str, *, mlflow: bool = False) -> list[AuditRecord]:
             for r in records
         ]
     return records
+
+
+#: What every audit record must say (the rest has defaults).
+_REQUIRED = ("action", "model", "to_version", "who", "when", "why", "gate_report")
+
+
+def _parse_record(model: str, key: str, text: str, fields: set[str]) -> AuditRecord:
+    """One audit tag as a record, or PromotionError naming it (a tag edited outside mavin-ops:
+    not JSON, not a mapping, fields missing or of the wrong kind)."""
+    from mavin_ops.bounded import InputError, load_json
+
+    def bad(why: str) -> PromotionError:
+        return PromotionError(f"{model}: audit record {AUDIT_PREFIX}{key[:40]} {why}: the trail was edited outside mavin-ops")
+
+    try:
+        body = load_json(text[:100_000], "tag")
+    except InputError:
+        raise bad("is not JSON") from None
+    if not isinstance(body, dict):
+        raise bad("is not a record")
+    missing = [f for f in _REQUIRED if not isinstance(body.get(f), str)]
+    if missing or not all(isinstance(body.get(f), (str, type(None))) for f in fields - {"seq"}):
+        raise bad(f"lacks {', '.join(missing)}" if missing else "has a field of the wrong kind")
+    return AuditRecord(**{"seq": 0, **{k: v for k, v in body.items() if k in fields}})
 
 
 def _append(model: str, record: AuditRecord) -> None:
@@ -314,7 +335,10 @@ def verify(model: str, *, mlflow: bool = False) -> list[str]:
     have passed, and the audit trail must be an unbroken chain (a record edited or removed
     outside mavin-ops breaks it)."""
     problems: list[str] = []
-    trail = history(model, mlflow=mlflow)
+    try:
+        trail = history(model, mlflow=mlflow)
+    except PromotionError as exc:
+        return [str(exc).split(": ", 1)[1]]  # an unreadable record: nothing after it can be trusted
     current = champion_version(model, mlflow=mlflow)
     for before, record in zip(trail, trail[1:]):
         if record.prev and record.prev != record_digest(before):

@@ -223,3 +223,29 @@ def test_verify_catches_an_alias_moved_by_hand_and_an_edited_trail_and_serving_r
     body = json.loads(c.get_registered_model("m").tags[key])
     c.set_registered_model_tag("m", key, json.dumps({**body, "who": "someone-else"}))
     assert registry.verify("m") == ["audit record #2 does not follow #1: the trail was edited outside mavin-ops"]
+
+
+@pytest.mark.parametrize("body", ["not json {", "[1, 2]", '{"action": "promote"}', '{"action": "promote", "model": "m", "to_version": 1, '
+                                  '"who": "x", "when": "t", "why": "y", "gate_report": ""}', "[" * 100_000])
+def test_a_crafted_audit_tag_is_one_line_for_history_verify_and_serve(capsys, body):
+    """An audit tag written by hand (not JSON, not a record, fields missing or of the wrong
+    kind, nested 100,000 deep): `history` says which one in a line (exit 2), `verify` names it
+    (exit 1), and serving refuses the champion in one line, never a traceback."""
+    from mlflow.tracking import MlflowClient
+
+    from mavin_ops import settings
+    from mavin_ops.cli import main
+
+    v = register(1)
+    registry.promote("m", v[0], reason="a")
+    MlflowClient(settings.tracking_uri()).set_registered_model_tag("m", f"{registry.AUDIT_PREFIX}99999999999999999999-forged", body)
+    capsys.readouterr()
+    assert main(["history", "m"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mavin-ops: error: m: audit record mavin.audit.99999999999999999999-forged ") and "\n" not in err, err[:500]
+    assert main(["verify", "m"]) == 1
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("m: audit record mavin.audit.99999999999999999999-forged ") and "edited outside mavin-ops" in out
+    assert main(["serve", "--name", "m"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "audit record" in err and "\n" not in err and "--trust-alias" in err
