@@ -86,3 +86,19 @@ def test_git_queries_have_a_timeout(monkeypatch):
     monkeypatch.setattr(subprocess, "run", hung)
     assert tracking.git_commit() == ("unknown", False)
     assert seen == [tracking.GIT_TIMEOUT_S]
+
+
+@pytest.mark.parametrize("mlflow", [False, True])
+def test_a_quote_in_the_release_id_tag_is_looked_up_as_text(mlflow, capsys):
+    """A hand-edited ``mavin.release_id`` with a quote (or a filter of its own) finds no
+    release and says so; it never crashes the walk or matches another release's runs."""
+    fake_release("rel-1")
+    for n, hostile in enumerate(["x' or tags.`mavin.step` = 'pipeline", "it's"], start=1):
+        registry.register_version("q", "/c", tags={"mavin.release_id": hostile})
+        argv = ["lineage", f"q@{n}", "--json"] + (["--mlflow"] if mlflow else [])
+        assert main(argv) == 0
+        import json
+
+        chain = json.loads(capsys.readouterr().out)
+        release = next(link for link in chain if link["kind"] == "release")
+        assert release["missing"] and "not found" in release["title"]
