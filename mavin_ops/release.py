@@ -213,6 +213,8 @@ def _reopen(c, release_id: str) -> tuple[str, dict, int]:
         raise ResumeError(f"release {release_id} did not record its arguments ({ARGS_TAG}); it cannot be resumed")
     if parent.info.status == "FINISHED":
         raise ResumeError(f"release {release_id} already succeeded; nothing to resume")
+    args = _recorded_args(release_id, recorded)
+    preflight({**args, "release_id": release_id})  # what a new release is checked for, before anything changes
     run_id = parent.info.run_id
     attempt = int(parent.data.tags.get("mavin.attempt", "1")) + 1
     # FAILED / CANCELLED as the exit handler wrote it; a parent still RUNNING was interrupted
@@ -224,7 +226,30 @@ def _reopen(c, release_id: str) -> tuple[str, dict, int]:
         if stale in parent.data.tags:
             c.delete_tag(run_id, stale)
     c.update_run(run_id, status="RUNNING")
-    return release_id, json.loads(recorded), attempt
+    return release_id, args, attempt
+
+
+def _recorded_args(release_id: str, recorded: str) -> dict:
+    """The arguments a release recorded (``mavin.release_args``), read as untrusted: JSON, a
+    mapping, only run_release's own options; else ResumeError, and nothing is changed."""
+    import inspect
+
+    from mavin_ops.bounded import InputError, load_json
+
+    def bad(why: str) -> ResumeError:
+        return ResumeError(f"release {release_id}: its {ARGS_TAG} tag {why} (edited outside mavin-ops); it cannot be resumed, "
+                           "start a new release")
+
+    try:
+        args = load_json(recorded[:1_000_000], ARGS_TAG)
+    except InputError:
+        raise bad("is not JSON") from None
+    if not isinstance(args, dict):
+        raise bad("is not a mapping of options")
+    unknown = sorted(set(args) - set(inspect.signature(run_release).parameters))
+    if unknown:
+        raise bad(f"names options a release does not have ({', '.join(u[:40] for u in unknown[:3])})")
+    return args
 
 
 def run_release(

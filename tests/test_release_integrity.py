@@ -266,3 +266,27 @@ def test_a_registry_remote_with_credentials_is_refused_and_an_existing_remote_is
     reg = versioning.init_registry(tmp_path / "reg2", str(tmp_path / "remote-a"))
     versioning.init_registry(reg)  # no --remote: the registry keeps the one it has
     assert versioning._remote_url(reg) == str(tmp_path / "remote-a")
+
+
+@pytest.mark.parametrize(("recorded", "says"), [
+    ("not json {", "tag is not JSON"),
+    ('["preset", "tiny"]', "is not a mapping of options"),
+    ('{"preset": "debug", "rm_rf": true}', "names options a release does not have (rm_rf)"),
+    ('{"preset": "no-such-preset"}', "is not a release preset"),  # preflight runs on what was recorded
+])
+def test_resume_reads_the_recorded_arguments_as_untrusted_and_changes_nothing_when_they_are_bad(capsys, recorded, says):
+    """A failed release whose recorded arguments were edited in MLflow: `release --resume` is
+    one line (exit 2) and the run stays as it was (FAILED, same tags), not reopened RUNNING."""
+    from mavin_ops.release import ARGS_TAG
+
+    parent = tracking.parent_run("r-edited")
+    c = tracking.client()
+    c.set_tag(parent, ARGS_TAG, recorded)
+    c.set_tag(parent, "mavin.final_state", "FAILED")
+    c.set_terminated(parent, status="FAILED")
+    before = c.get_run(parent).data.tags
+    assert main(["release", "--resume", "r-edited"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mavin-ops: error: ") and "\n" not in err and says in err, err
+    run = c.get_run(parent)
+    assert run.info.status == "FAILED" and run.data.tags == before
