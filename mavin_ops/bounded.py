@@ -31,10 +31,15 @@ class InputError(ValueError):
 def read_bytes(path: str | os.PathLike, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of ``path`` (``what`` it should be, e.g. "a gate policy"), at most ``limit``.
     FileNotFoundError passes through (callers word it)."""
+    import stat
+
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{p} is a folder; pass {what} (a file)")
-    with open(p, "rb") as fh:
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"{p} is not a regular file (a device, pipe or socket); pass {what}")
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise InputError(f"{p} is larger than {limit} bytes, too large for {what}; pass the file itself")
@@ -58,6 +63,8 @@ def load_json(text: str | bytes, where: str) -> Any:
         raise InputError(f"{where}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise InputError(f"{where}: JSON nested too deep to read") from None
+    except ValueError as exc:  # a number of over 4300 digits, bytes that are not UTF-8
+        raise InputError(f"{where}: not valid JSON ({type(exc).__name__})") from None
 
 
 def _no_alias_loader():
@@ -85,7 +92,10 @@ def load_yaml(text: str | bytes, where: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
+        problem = str(getattr(exc, "problem", None) or type(exc).__name__)
+        problem = problem if len(problem) <= 120 else problem[:117] + "..."  # a tag or key can be long: never the whole text
         raise InputError(f"{where}: not valid YAML{at}: {problem}") from None
     except RecursionError:
         raise InputError(f"{where}: YAML nested too deep to read") from None
+    except ValueError as exc:  # a date like 2020-13-45, a number of over 4300 digits
+        raise InputError(f"{where}: not valid YAML: a value cannot be read ({type(exc).__name__})") from None

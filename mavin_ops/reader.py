@@ -8,8 +8,8 @@ On the local default store (``sqlite:///...``) :func:`reader` therefore reads ML
 file directly, read-only, through the standard library; for any other tracking URI (an MLflow
 server), or when asked (``mlflow=True``, the commands' ``--mlflow``), it goes through
 ``MlflowClient``. Both return the same plain records (:class:`Version`, :class:`Run`) with
-the same semantics as MLflow's client (deleted versions and runs are not seen, runs come
-newest first), and ``tests/test_release.py`` checks them against each other on a real
+the same semantics as MLflow's client (deleted versions are not seen, searches skip deleted
+runs, runs come newest first), and ``tests/test_release.py`` checks them against each other on a real
 release's store. Writes always go through MLflow.
 
 The tables read are MLflow's own (``runs``, ``tags``, ``params``, ``experiments``,
@@ -92,11 +92,18 @@ def reader(tracking_uri: str | None = None, mlflow: bool = False) -> Reader:
     return MlflowReader(uri)
 
 
+def _version_number(version: str | int) -> int:
+    try:
+        return int(str(version)) if str(version).isdecimal() else -1
+    except ValueError:
+        return -1
+
+
 def local_artifact(store: Reader, uri: str) -> Path | None:
     """The file on this machine behind ``runs:/<run id>/<path>`` when the run's artifacts are
-    stored locally (under the state folder, ``mavin-home:/...``, or a ``file:`` location);
-    None when they are remote, the run is unknown, or the file is missing (then download it
-    with MLflow). Never a path outside the run's artifact folder."""
+    stored in the state folder; None when they are elsewhere, the run is unknown, or the file
+    is missing (then download it with MLflow). Never a path outside the run's artifact folder,
+    nor an artifact folder outside the state folder (a run's location is only a record)."""
     if not uri.startswith("runs:/"):
         return None
     run_id, _, rel = uri[len("runs:/"):].partition("/")
@@ -104,14 +111,16 @@ def local_artifact(store: Reader, uri: str) -> Path | None:
         root = store.run(run_id).artifact_uri
     except NotFound:
         return None
-    if not root or ("://" in root and not root.startswith("file://")):
+    from urllib.parse import urlsplit
+
+    if not root or urlsplit(root).scheme not in ("", "file", settings.HOME_SCHEME):
         return None
     try:
         folder = settings.local_path(root).resolve()
     except ValueError:
         return None
-    path = (folder / rel).resolve()
-    return path if folder in path.parents and path.is_file() else None
+    home, path = settings.home(), (folder / rel).resolve()
+    return path if folder in path.parents and home in folder.parents and path.is_file() else None
 
 
 class SqliteReader:
@@ -125,7 +134,7 @@ class SqliteReader:
         if not self.path.is_file():
             yield None
             return
-        con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)  # quoted: ?, # and % in names
         try:
             yield con
         finally:
@@ -143,7 +152,7 @@ class SqliteReader:
         with self._db() as db:
             row = db and db.execute(
                 "SELECT name, version, source, run_id FROM model_versions WHERE name = ? AND version = ? AND workspace = ? "
-                "AND current_stage != ?", (name, int(version) if str(version).isdigit() else -1, _WORKSPACE, _DELETED_VERSION),
+                "AND current_stage != ?", (name, _version_number(version), _WORKSPACE, _DELETED_VERSION),
             ).fetchone()
             if not row:
                 raise NotFound(f"no model version {name} v{version}")
@@ -173,8 +182,9 @@ class SqliteReader:
         return out
 
     def run(self, run_id: str) -> Run:
+        """A run by id, deleted or not (as MLflow's ``get_run``)."""
         with self._db() as db:
-            rows = db.execute(self._RUN + " AND r.run_uuid = ?", (run_id,)).fetchall() if db else []
+            rows = db.execute(self._RUN.split(" WHERE ")[0] + " WHERE r.run_uuid = ?", (run_id,)).fetchall() if db else []
             if not rows:
                 raise NotFound(f"no run {run_id}")
             return self._runs(db, rows)[0]
@@ -248,7 +258,7 @@ class MlflowReader:
         def quoted(value: str) -> str:
             return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
-        terms = [f"tags.`{k}` = {quoted(v)}" for k, v in tags.items()] + ([f"attributes.status = {quoted(status)}"] if status else [])
+        terms = [f"tags.`{k}` = {quoted(v)}" for k, v in tags.items()] + ([f"attributes.status = {quoted(status)}"] if status is not None else [])
         experiments = [e.experiment_id for e in self.client.search_experiments()]
         if not experiments:
             return []

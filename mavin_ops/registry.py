@@ -58,6 +58,10 @@ class PromotionError(RuntimeError):
     """A promotion or rollback that is not allowed; the message says why and what to do."""
 
 
+class AuditRecordError(PromotionError):
+    """An audit tag mavin-ops did not write as it reads (edited by hand); names the tag."""
+
+
 class PromotionConflict(PromotionError):
     """The champion changed between looking and promoting; re-check and retry."""
 
@@ -182,8 +186,8 @@ def _parse_record(model: str, key: str, text: str, fields: set[str]) -> AuditRec
     not JSON, not a mapping, fields missing or of the wrong kind)."""
     from mavin_ops.bounded import InputError, load_json
 
-    def bad(why: str) -> PromotionError:
-        return PromotionError(f"{model}: audit record {AUDIT_PREFIX}{key[:40]} {why}: the trail was edited outside mavin-ops")
+    def bad(why: str) -> AuditRecordError:
+        return AuditRecordError(f"{model}: audit record {AUDIT_PREFIX}{key[:40]} {why}: the trail was edited outside mavin-ops")
 
     try:
         body = load_json(text[:100_000], "tag")
@@ -194,6 +198,10 @@ def _parse_record(model: str, key: str, text: str, fields: set[str]) -> AuditRec
     missing = [f for f in _REQUIRED if not isinstance(body.get(f), str)]
     if missing or not all(isinstance(body.get(f), (str, type(None))) for f in fields - {"seq"}):
         raise bad(f"lacks {', '.join(missing)}" if missing else "has a field of the wrong kind")
+    if body["action"] not in ("promote", "rollback") or body.get("state", "done") not in ("pending", "done", "aborted"):
+        raise bad("has an action or state mavin-ops never writes")
+    if body["model"] != model:
+        raise bad("belongs to another model")
     return AuditRecord(**{"seq": 0, **{k: v for k, v in body.items() if k in fields}})
 
 
@@ -337,8 +345,8 @@ def verify(model: str, *, mlflow: bool = False) -> list[str]:
     problems: list[str] = []
     try:
         trail = history(model, mlflow=mlflow)
-    except PromotionError as exc:
-        return [str(exc).split(": ", 1)[1]]  # an unreadable record: nothing after it can be trusted
+    except AuditRecordError as exc:
+        return [str(exc).split(": ", 1)[-1]]  # an unreadable record: nothing after it can be trusted
     current = champion_version(model, mlflow=mlflow)
     for before, record in zip(trail, trail[1:]):
         if record.prev and record.prev != record_digest(before):

@@ -65,9 +65,30 @@ def test_script_check_on_json_nested_100000_deep_is_one_line(files, capsys):
     assert "JSON nested too deep to read" in _one_line(capsys)
 
 
-def test_script_check_on_dev_zero_stops_at_the_size_cap(capsys):
+def test_script_check_on_dev_zero_or_a_fifo_is_refused_without_reading(tmp_path, capsys):
+    import os
+
     assert main(["script", "check", "/dev/zero"]) == 2
-    assert "larger than 8388608 bytes" in _one_line(capsys)
+    assert "is not a regular file" in _one_line(capsys)
+    os.mkfifo(tmp_path / "pipe.json")  # opening it for reading would wait for a writer forever
+    assert main(["script", "check", str(tmp_path / "pipe.json")]) == 2
+    assert "is not a regular file" in _one_line(capsys)
+
+
+def test_a_big_file_stops_at_the_size_cap_and_odd_values_are_one_line(tmp_path):
+    from mavin_ops.bounded import MAX_FILE_BYTES, InputError, load_json, load_yaml, read_bytes
+
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (MAX_FILE_BYTES + 1))
+    with pytest.raises(InputError, match="larger than 8388608 bytes"):
+        read_bytes(big, "a script")
+    for bad in ("a: 2020-13-45", "a: " + "9" * 5000, "a: !" + "x" * 200_000 + " 1"):
+        with pytest.raises(InputError) as err:
+            load_yaml(bad, "f.yaml")
+        assert len(str(err.value)) < 300
+    for bad in ("9" * 5000, b"\xff\xfe\xff"):
+        with pytest.raises(InputError):
+            load_json(bad, "f.json")
 
 
 def test_generate_with_a_deep_script_is_refused_before_any_server(files, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 
 import pytest
@@ -189,6 +190,13 @@ def test_two_writers_reading_the_same_trail_both_keep_their_record(monkeypatch):
     assert [r.seq for r in trail] == [1, 2, 3]
 
 
+def test_verify_of_an_unknown_model_is_one_line(capsys):
+    from mavin_ops.cli import main
+
+    assert main(["verify", "nosuch"]) == 2
+    assert "no registered model 'nosuch'" in capsys.readouterr().err
+
+
 def test_verify_catches_an_alias_moved_by_hand_and_an_edited_trail_and_serving_refuses(capsys):
     import json
 
@@ -225,8 +233,12 @@ def test_verify_catches_an_alias_moved_by_hand_and_an_edited_trail_and_serving_r
     assert registry.verify("m") == ["audit record #2 does not follow #1: the trail was edited outside mavin-ops"]
 
 
-@pytest.mark.parametrize("body", ["not json {", "[1, 2]", '{"action": "promote"}', '{"action": "promote", "model": "m", "to_version": 1, '
-                                  '"who": "x", "when": "t", "why": "y", "gate_report": ""}', "[" * 100_000])
+_RECORD = {"action": "promote", "model": "m", "to_version": "1", "who": "x", "when": "t", "why": "y", "gate_report": ""}
+
+
+@pytest.mark.parametrize("body", ["not json {", "[1, 2]", '{"action": "promote"}', json.dumps({**_RECORD, "to_version": 1}),
+                                  json.dumps({**_RECORD, "action": "bogus"}), json.dumps({**_RECORD, "state": "anything"}),
+                                  json.dumps({**_RECORD, "model": "other"}), "[" * 100_000])
 def test_a_crafted_audit_tag_is_one_line_for_history_verify_and_serve(capsys, body):
     """An audit tag written by hand (not JSON, not a record, fields missing or of the wrong
     kind, nested 100,000 deep): `history` says which one in a line (exit 2), `verify` names it

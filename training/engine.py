@@ -398,7 +398,10 @@ class ShardedOptimizerState:
 
     def get(self, key: str) -> torch.Tensor:
         if key == "step":
-            return self.shards[0][1].get_tensor("step")
+            step = self.shards[0][1].get_tensor("step")
+            if step.numel() != 1 or not step.dtype.is_floating_point:
+                raise ValueError(f"{self.where}: rank 0's 'step' is {list(step.shape)} {step.dtype}, not one number")
+            return step
         name = key.split(".", 1)[1]
         full = torch.zeros(self._numel[name], dtype=torch.float32)
         for rank, (idx, reader) in enumerate(self.shards):
@@ -408,6 +411,8 @@ class ShardedOptimizerState:
                 if declared is not None and int(torch.Size(declared).numel()) != n:
                     raise ValueError(f"{self.where}: rank {rank}'s '{key}' is declared {list(declared)[:4]} where its index says {n} elements")
                 part = reader.get_tensor(key)
+                if part.dtype != torch.float32:  # what shard_optimizer_state writes; anything else is cast silently
+                    raise ValueError(f"{self.where}: rank {rank}'s '{key}' is {part.dtype}, not float32")
                 if part.numel() != n:
                     raise ValueError(f"{self.where}: rank {rank}'s '{key}' holds {part.numel()} elements where its index says {n}")
                 full[start : start + n] = part.reshape(-1)

@@ -304,6 +304,25 @@ def _short_tensor(step, rank, name, n):
     _rewrite(step, rank, edit)
 
 
+def _retyped(step, rank, name, n):
+    """The right number of elements in another dtype (int64 would be cast without a word)."""
+    def edit(index, tensors):
+        tensors[f"exp_avg.{name}"] = tensors[f"exp_avg.{name}"].to(torch.int64)
+
+    import torch
+
+    _rewrite(step, rank, edit)
+
+
+def _two_steps(step, rank, name, n):
+    def edit(index, tensors):
+        tensors["step"] = torch.tensor([6.0, 7.0], dtype=torch.float64)
+
+    import torch
+
+    _rewrite(step, 0, edit)
+
+
 def _not_json(step, rank, name, n):
     """An index nested 100,000 deep."""
     path = step / _rank_file(rank)
@@ -339,9 +358,11 @@ def _huge_shape(step, rank, name, n):
         (_index(lambda n: [0.5, n]), "not [start, n] in whole numbers"),
         (_short_tensor, "where its index says"),
         (_huge_shape, "does not fit this run"),
+        (_retyped, "is torch.int64, not float32"),
+        (_two_steps, "'step' is [2] torch.float64, not one number"),
         (_not_json, "fragment index is not JSON"),
     ],
-    ids=["overlap", "past-end-short", "past-end-full", "negative", "not-int", "short-tensor", "shape-1e12", "deep-json"],
+    ids=["overlap", "past-end-short", "past-end-full", "negative", "not-int", "short-tensor", "shape-1e12", "int64", "two-steps", "deep-json"],
 )
 def test_a_lying_rank_file_is_one_line_and_nothing_loads(sharded_step, debug_dataset, tmp_path, craft, says):
     """Each lie of a rank file whose manifest was made to agree with it: the resume refuses
