@@ -93,10 +93,8 @@ def reader(tracking_uri: str | None = None, mlflow: bool = False) -> Reader:
 
 
 def _version_number(version: str | int) -> int:
-    try:
-        return int(str(version)) if str(version).isdecimal() else -1
-    except ValueError:
-        return -1
+    """A version number, or -1 (matches nothing) for text that is not one (``'²'`` is a digit, not decimal)."""
+    return int(str(version)) if str(version).isdecimal() else -1
 
 
 def local_artifact(store: Reader, uri: str) -> Path | None:
@@ -171,7 +169,9 @@ class SqliteReader:
         return self.model_version(name, str(row[0]))
 
     _RUN = ("SELECT r.run_uuid, r.name, r.status, r.experiment_id, r.artifact_uri, r.start_time, r.end_time FROM runs r "
-            "JOIN experiments e ON e.experiment_id = r.experiment_id WHERE r.lifecycle_stage = 'active' AND e.lifecycle_stage = 'active'")
+            "JOIN experiments e ON e.experiment_id = r.experiment_id")
+    #: What a search sees (MLflow's ACTIVE_ONLY); a run by id is found deleted or not.
+    _ACTIVE = " WHERE r.lifecycle_stage = 'active' AND e.lifecycle_stage = 'active'"
 
     def _runs(self, db: sqlite3.Connection, rows: list[tuple]) -> list[Run]:
         out = []
@@ -184,7 +184,7 @@ class SqliteReader:
     def run(self, run_id: str) -> Run:
         """A run by id, deleted or not (as MLflow's ``get_run``)."""
         with self._db() as db:
-            rows = db.execute(self._RUN.split(" WHERE ")[0] + " WHERE r.run_uuid = ?", (run_id,)).fetchall() if db else []
+            rows = db.execute(self._RUN + " WHERE r.run_uuid = ?", (run_id,)).fetchall() if db else []
             if not rows:
                 raise NotFound(f"no run {run_id}")
             return self._runs(db, rows)[0]
@@ -192,7 +192,7 @@ class SqliteReader:
     def find_runs(self, tags: dict[str, str], status: str | None = None, limit: int | None = None) -> list[Run]:
         """Active runs of active experiments carrying every tag in ``tags`` (and ``status``),
         newest first (MLflow's default order: start time, then run id)."""
-        sql, args = self._RUN, []
+        sql, args = self._RUN + self._ACTIVE, []
         for key, value in tags.items():
             sql += " AND EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = ? AND t.value = ?)"
             args += [key, value]

@@ -10,6 +10,11 @@ import pytest
 from mavin_ops.reader import MlflowReader, NotFound, SqliteReader, local_artifact
 
 
+def uri(db: Path) -> str:
+    """The tracking URI of ``db``, its ?, # and % escaped as SQLAlchemy reads them."""
+    return f"sqlite:///{db.as_posix().replace('%', '%25').replace('?', '%3F').replace('#', '%23')}"
+
+
 @pytest.fixture
 def store(tmp_path_factory) -> Path:
     """A store whose file name holds ?, # and % (read-only URIs must quote them)."""
@@ -17,7 +22,7 @@ def store(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("odd")
     db = folder / "m?x#1%41.db"
-    c = MlflowClient(f"sqlite:///{db.as_posix().replace('%', '%25').replace('?', '%3F').replace('#', '%23')}")
+    c = MlflowClient(uri(db))
     e = c.create_experiment("x")
     keep = c.create_run(e, tags={"mavin.step": "pipeline", "k": "v"})
     gone = c.create_run(e, tags={"mavin.step": "pipeline", "k": "v"})
@@ -32,7 +37,7 @@ def store(tmp_path_factory) -> Path:
 
 
 def test_both_readers_agree_on_a_store_with_deleted_runs_and_versions(store):
-    fast, slow = SqliteReader(store), MlflowReader(f"sqlite:///{store.as_posix().replace('%', '%25').replace('?', '%3F').replace('#', '%23')}")
+    fast, slow = SqliteReader(store), MlflowReader(uri(store))
     assert fast.model_version_by_alias("m", "champion") == slow.model_version_by_alias("m", "champion")
     for version in ("1", "²", "x"):  # deleted, a digit that is not a number, not a number
         for reader in (fast, slow):
