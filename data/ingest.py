@@ -123,7 +123,15 @@ def find_sources(srcs: Iterable[str | os.PathLike], skip: str | os.PathLike | No
             raise IngestError(f"source '{src}' is neither a video file nor a folder; check the path")
         if skip_at is not None and p.resolve().is_relative_to(skip_at):
             raise IngestError(f"source '{src}' lies inside the output folder {skip}; pick an output folder outside the footage")
-        for f in sorted(q for q in p.rglob("*") if q.is_file() and not q.is_symlink()
+        if p.resolve() == Path(p.resolve().anchor):
+            raise IngestError(f"source '{src}' is the root of the filesystem; pass the folder that holds the footage")
+
+        def unreadable(exc: OSError, top: Path = p) -> None:  # a folder that cannot be listed is named, not fatal
+            rel = Path(exc.filename).relative_to(top).as_posix() if exc.filename and Path(exc.filename).is_relative_to(top) else str(exc.filename)
+            rejected.append({"source": rel, "reason": f"folder cannot be read ({exc.strerror or type(exc).__name__})"})
+
+        files = (Path(root) / name for root, _dirs, names in os.walk(p, onerror=unreadable) for name in names)
+        for f in sorted(q for q in files if q.is_file() and not q.is_symlink()
                         and not (skip_at is not None and q.resolve().is_relative_to(skip_at))):
             rel = f.relative_to(p).as_posix()
             if any(part.startswith(".") for part in f.relative_to(p).parts) or f.name.endswith(SIDECAR_SUFFIX):

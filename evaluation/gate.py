@@ -37,12 +37,13 @@ For every metric in the policy:
    metrics (validation losses) have one value per run and are compared directly.
 
 The whole gate fails with a reason when the challenger has no benchmark clips, or when the
-champion was evaluated on a different benchmark (digest) or with another world encoder. With no champion (no registered
-model, or no ``champion`` alias) only the floors apply.
+champion was evaluated on a different benchmark (digest) or with another world encoder. With no champion (the ledger names
+none) only the floors apply.
 
-The champion's per-clip metrics.json is found from the model version behind the alias: the
-version tag :data:`METRICS_TAG` (a local path or an artifact URI such as ``runs:/<id>/...``)
-when set, else the artifact :data:`METRICS_ARTIFACT` of the version's run.
+The champion is the one the platform's signed ledger names (:mod:`mavin_ops.ledger`), never
+MLflow's alias; its per-clip metrics.json is the one its own gate judged, read from inside the
+state folder and checked against the sha256 in the ledger. MLflow's :data:`METRICS_TAG` on a
+version says where they are, for people.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from mavin_ops.evaluation.metrics import METRICS
-from mavin_ops.evaluation.results import MetricsFileError, read_metrics, write_json
+from mavin_ops.evaluation.results import MetricsFileError, parse_metrics, read_metrics, write_json
 
 __all__ = [
     "CHAMPION_ALIAS",
@@ -295,6 +296,7 @@ class Champion:
     source: str  # where its metrics.json came from
     metrics: dict[str, Any] | None
     error: str | None = None
+    metrics_sha256: str = ""  # of the bytes compared (the ledger's gate record keeps it)
 
     def summary(self) -> dict[str, Any]:
         bench = (self.metrics or {}).get("benchmark", {})
@@ -305,63 +307,30 @@ class Champion:
             "source": self.source,
             "benchmark": {"id": bench.get("id"), "digest": bench.get("digest")},
             "error": self.error,
+            "metrics_sha256": self.metrics_sha256,
         }
 
 
-def load_champion(model_name: str, tracking_uri: str | None = None, alias: str = CHAMPION_ALIAS) -> Champion | None:
-    """The champion of ``model_name`` in the MLflow registry, or ``None`` when the model or
-    the alias does not exist yet. A champion whose metrics.json cannot be read comes back
-    with ``error`` set (the gate then fails: non-regression cannot be checked)."""
-    import tempfile
-
-    from mavin_ops import settings
-    from mavin_ops.reader import NotFound, local_artifact, reader
-
-    uri = tracking_uri or settings.tracking_uri()
-    store = reader(uri)
-    try:
-        mv = store.model_version_by_alias(model_name, alias)
-    except NotFound:
-        return None
-    where, run_id = str(mv.tags.get(METRICS_TAG) or ""), mv.run_id or None
-
-    def unreadable(exc: Exception) -> Champion:
-        msg = " ".join(str(exc).split())
-        return Champion(model_name, mv.version, run_id, where, None, f"cannot read the metrics.json of champion {model_name} v{mv.version}: {msg}")
-
-    if not where and not run_id:
-        return Champion(model_name, mv.version, None, "", None,
-                        f"champion {model_name} v{mv.version} has no run and no '{METRICS_TAG}' tag; tag the version with its metrics.json location")
-    source = where or f"runs:/{run_id}/{METRICS_ARTIFACT}"
-    local = _local_metrics(where) or local_artifact(store, source)
-    if local is not None:  # the local store's champion: read without importing MLflow
-        try:
-            return Champion(model_name, mv.version, run_id, source, read_metrics(local))
-        except (OSError, MetricsFileError) as exc:
-            return unreadable(exc)
-    import mlflow
-    from mlflow.exceptions import MlflowException
+def load_champion(model_name: str) -> Champion | None:
+    """The champion of ``model_name`` as the platform's signed ledger names it, or ``None``
+    when the ledger has none. Its metrics are the ones its own gate judged, read only from
+    inside the state folder and checked against the sha256 the ledger holds
+    (:func:`mavin_ops.registry.champion_metrics`, the one resolver); a champion whose metrics
+    cannot be read that way comes back with ``error`` set (the gate then fails:
+    non-regression cannot be checked)."""
+    from mavin_ops import registry
 
     try:
-        with tempfile.TemporaryDirectory(prefix="mavin-champion-") as tmp:  # a download, removed after reading
-            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=uri))
-            return Champion(model_name, mv.version, run_id, source, read_metrics(path))
-    except (MlflowException, OSError, MetricsFileError) as exc:
-        return unreadable(exc)
-
-
-def _local_metrics(where: str) -> Path | None:
-    """The champion's metrics.json on this machine when its tag names a local file (a path or
-    a ``mavin-home:/`` reference into the state folder), else None (download it)."""
-    from mavin_ops import settings
-
-    if not where or ("://" in where and not where.startswith("file://")):
+        found = registry.champion_metrics(model_name)
+    except registry.PromotionError as exc:
+        return Champion(model_name, "-", None, "", None, f"cannot read the champion's metrics: {exc}")
+    if found is None:
         return None
+    version, where, data = found
     try:
-        path = settings.local_path(where)
-    except ValueError:
-        return None
-    return path if path.exists() else None
+        return Champion(model_name, version, None, where, parse_metrics(data, where), metrics_sha256=hashlib.sha256(data).hexdigest())
+    except MetricsFileError as exc:
+        return Champion(model_name, version, None, where, None, f"cannot read the metrics.json of champion {model_name} v{version}: {exc}")
 
 
 # --------------------------------------------------------------------------- decision
@@ -729,7 +698,7 @@ def run_gate(
         except MetricsFileError as exc:
             champion = Champion(model_name, "file", None, str(champion_metrics_path), None, f"cannot read the champion's metrics: {exc}")
     else:
-        champion = load_champion(model_name, tracking_uri)
+        champion = load_champion(model_name)
     decision = decide(challenger, policy, champion, challenger_source=str(metrics_path))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ __all__ = [
     "benchmark_digest",
     "decode_nonfinite",
     "encode_nonfinite",
+    "parse_metrics",
     "read_metrics",
     "write_json",
 ]
@@ -87,13 +88,30 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
         path = path / METRICS_FILE
     if not path.is_file():
         raise MetricsFileError(f"{path}: no such metrics file; run 'mavin-ops evaluate' first or pass the right path")
+    from mavin_ops.bounded import InputError, read_bytes
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MetricsFileError(f"{path}: not valid JSON ({exc}); regenerate it with 'mavin-ops evaluate'") from None
+        raw = read_bytes(path, "a metrics.json", limit=256 << 20)
+    except InputError as exc:
+        raise MetricsFileError(str(exc)) from None
+    return parse_metrics(raw, str(path))
+
+
+def parse_metrics(raw: bytes, path: str) -> dict[str, Any]:
+    """Check the bytes of a metrics.json read from ``path`` (named in errors)."""
+    from mavin_ops.bounded import InputError, load_json
+
+    try:
+        data = load_json(raw.decode("utf-8"), path)
+    except UnicodeDecodeError:
+        raise MetricsFileError(f"{path}: not UTF-8 text; regenerate it with 'mavin-ops evaluate'") from None
+    except InputError as exc:
+        raise MetricsFileError(f"{exc}; regenerate it with 'mavin-ops evaluate'") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        import reprlib
+
         got = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise MetricsFileError(f"{path}: schema is {got!r}, expected {SCHEMA!r}; regenerate it with 'mavin-ops evaluate'")
+        raise MetricsFileError(f"{path}: schema is {reprlib.repr(got)}, expected {SCHEMA!r}; regenerate it with 'mavin-ops evaluate'")
     for key, kind in (("benchmark", dict), ("metrics", dict), ("clips", list)):
         if not isinstance(data.get(key), kind):
             raise MetricsFileError(f"{path}: field '{key}' must be a JSON {'object' if kind is dict else 'array'}")

@@ -326,11 +326,6 @@ def _smoke(args: argparse.Namespace) -> int:
 
     store = args.store or str(settings.home() / "model-store")
     version = args.version if args.version is not None else _champion_triton_version(args.name, args.trust_alias)
-    if version is None:
-        raise UserError(
-            f"model '{args.name}' has no champion with a published Triton version; run a release that passes the gate "
-            "(mavin-ops release) or name one with --version"
-        )
     out = Path(args.out)
     try:
         res = smoke_test(store, name=args.name, version=version, endpoint_url=args.endpoint_url, steps=args.steps, workdir=out, log=print)
@@ -345,8 +340,11 @@ def _smoke(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from mavin_ops import registry
 
+    if args.repair:
+        for change in registry.repair(args.model):
+            print(f"{args.model}: repaired {change}")
     problems = registry.verify(args.model, mlflow=args.mlflow)
-    champion = registry.champion_version(args.model, mlflow=args.mlflow)
+    champion = _ledger_champion(args.model)
     if args.json:
         print(json.dumps({"model": args.model, "champion": champion, "ok": not problems,
                           "problems": problems}, indent=1))
@@ -354,31 +352,45 @@ def _verify(args: argparse.Namespace) -> int:
         for line in problems:
             print(f"{args.model}: {line}")
     else:
-        print(f"{args.model}: champion v{champion or '-'} is where the audit trail put it, "
-              "its gate passed, and the trail is unbroken")
+        print(f"{args.model}: champion v{champion or '-'} is where the signed ledger put it, its gate passed, "
+              "and MLflow mirrors the ledger")
     return 1 if problems else 0
 
 
-def _champion_triton_version(model: str, trust_alias: bool = False) -> int | None:
-    """The Triton version published for the registry's champion, so that a rollback also
-    rolls back what `serve` serves; None when there is no champion (serve the newest). A
-    champion the platform did not put there (:func:`registry.verify`) is refused unless
-    ``trust_alias``."""
+def _ledger_champion(model: str) -> str | None:
+    from mavin_ops import registry
+
+    try:
+        return registry.champion_version(model)
+    except registry.PromotionError:
+        return None
+
+
+def _champion_triton_version(model: str, trust_alias: bool = False) -> int:
+    """The Triton version the signed ledger registered for the champion, so that a rollback
+    also rolls back what `serve` serves. Refused, in one line, when :func:`registry.verify`
+    finds anything wrong or there is no champion (never "the newest"); ``trust_alias`` serves
+    what MLflow's alias names instead (its ``mavin.triton_version`` tag), an operator's call."""
     from mavin_ops import registry
     from mavin_ops.reader import reader
 
-    champion = registry.champion_version(model)
-    if champion is None:
-        return None
     if not trust_alias:
         problems = registry.verify(model)
         if problems:
-            raise UserError(f"{model}: {problems[0]} (or pass --trust-alias to serve it anyway)")
-    tag = reader().model_version(model, champion).tags.get("mavin.triton_version")
-    if not tag:
-        return None
-    if not str(tag).isdigit():
-        raise UserError(f"champion {model} v{champion} has mavin.triton_version '{tag}', not a version number; fix the tag or pass --version")
+            raise UserError(f"{model}: {problems[0]} (or pass --trust-alias to serve what the alias names anyway)")
+        version = registry.champion_triton_version(model)
+        if version is None:
+            raise UserError(f"model '{model}' has no champion in the ledger; run a release that passes the gate "
+                            "(mavin-ops release) or name a published version with --version")
+        return version
+    alias = registry.alias_version(model)
+    if alias is None:
+        raise UserError(f"model '{model}' has no champion alias in MLflow; name a published version with --version")
+    tag = reader().model_version(model, alias).tags.get(registry.TRITON_TAG)
+    if not tag or not str(tag).isdigit():
+        import reprlib
+
+        raise UserError(f"champion alias of {model} names v{alias}, whose mavin.triton_version {reprlib.repr(tag)} is not a version number; pass --version")
     return int(tag)
 
 
@@ -479,7 +491,7 @@ def _history(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([r.__dict__ for r in trail])
     else:
-        print(f"{args.model}: champion v{registry.champion_version(args.model, mlflow=args.mlflow) or '-'}")
+        print(f"{args.model}: champion v{registry.champion_version(args.model) or '-'}")
         for record in trail:
             print(record.line())
     return 0
@@ -1029,13 +1041,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
     pl.set_defaults(func=_plan)
 
-    ver_m = sub.add_parser("verify", help="check that a model's champion got there through the platform (gate, audit trail)",
-                           description="Exit 1 and say what to do when the champion alias was moved outside mavin-ops "
-                           "(no audit record, e.g. the MLflow UI's Promote button), its gate did not pass, or the audit "
-                           "trail was edited.")
+    ver_m = sub.add_parser("verify", help="check the signed ledger, and that MLflow mirrors it (champion alias, tags, audit trail)",
+                           description="Exit 1 and say what to do, one line per problem, when the platform's signed ledger was "
+                           "changed without its key (a record edited, added or deleted), or MLflow does not mirror it: the "
+                           "champion alias moved outside mavin-ops (e.g. the MLflow UI's Promote button), the champion's "
+                           "version deleted or its gate or Triton tag edited, an audit tag edited, added or deleted.")
     ver_m.add_argument("model", type=_name("model name"), help="registered model name")
     ver_m.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     ver_m.add_argument("--mlflow", action="store_true", help="read through MLflow's client (slower; the local store is otherwise read directly)")
+    ver_m.add_argument("--repair", action="store_true", help="first write MLflow's copy (alias, tags) again from the ledger; the ledger itself is never changed")
     ver_m.set_defaults(func=_verify)
 
     rels = sub.add_parser("releases", help="the recent releases: when, how long, verdict, champion before and after, report page",

@@ -194,7 +194,7 @@ class ReleaseConsole:
                 self._line(line)
 
     def _line(self, raw: str) -> None:
-        line = _ANSI.sub("", raw)
+        line = plain(raw)
         if m := _START.search(line):
             self._finish()
             self._start(m.group(1))
@@ -291,6 +291,11 @@ class ReleaseConsole:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal colour codes (KFP's messages carry them)."""
+    return _ANSI.sub("", text)
 
 
 def _looks_like_error(line: str) -> bool:

@@ -247,7 +247,7 @@ def register(weights: str | os.PathLike, card: dict[str, Any], *, run_id: str | 
                 **(tags or {}),
             },
         )
-        if champion or registry.champion_version(BASE_MODEL) is None:
+        if champion or registry.alias_version(BASE_MODEL) is None:
             c.set_registered_model_alias(BASE_MODEL, registry.CHAMPION, version)
         return version, checkpoint
 

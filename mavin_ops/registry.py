@@ -1,20 +1,24 @@
 """The model registry side of a release: register versions with their lineage, move the
 ``champion`` alias only for versions whose gate passed, keep an audit trail, roll back.
 
-Registry: MLflow's model registry. The audit trail lives on the registered model itself as
-tags ``mavin.audit.<key>`` (one JSON record each), so it travels with the registry and needs
-no other store. A key is the write time in nanoseconds plus a random suffix, so two writers
-never collide; the sequence number a reader sees is the record's position in key order.
-Every alias move is recorded *before* the alias moves (state ``pending``) and confirmed after
-(``done``): a process killed in between leaves a record, which :func:`history` reads as
-``done`` when the alias did move (it is the newest record and the champion is its target) and
-``aborted`` otherwise. Promotion is serialized by a lock and compare-and-set on the alias: two
-concurrent promotions from the same champion get exactly one winner, the other a
-:class:`PromotionConflict`; the alias never moves to an older version except by
-:func:`rollback`.
+The truth is the platform's signed ledger (:mod:`mavin_ops.ledger`): every gate verdict,
+registration and champion move is a record there, and every check reads it, never MLflow.
+MLflow's model registry mirrors it for people: the ``champion`` alias, a version's tags and
+one ``mavin.audit.<ledger record>`` tag per move on the registered model. :func:`verify`
+compares the mirror with the ledger and names every difference (an alias moved in the MLflow
+UI, a tag edited, a version deleted); :func:`repair` writes the mirror again from the ledger.
 
-Lineage tags on a model version (read by ``mavin-ops lineage``):
-``mavin.gate`` (pass|fail), ``mavin.gate_report``, ``mavin.metrics_json``, ``mavin.release_id``,
+A version can become champion only if the ledger registered it after a passed gate that ran
+against the champion of the moment (:func:`promote`); a rollback only returns to a version
+whose gate passed. Promotion is serialized by a lock and compare-and-set: two concurrent
+promotions from the same champion get exactly one winner, the other a
+:class:`PromotionConflict`; the champion never moves to an older version except by
+:func:`rollback`. A move is done once its ledger record is written; the alias follows (a
+process killed in between leaves the alias behind, which :func:`verify` reports and the next
+move or :func:`repair` puts right).
+
+Lineage tags on a model version (read by ``mavin-ops lineage``, for people):
+``mavin.gate`` (pass|stale), ``mavin.gate_report``, ``mavin.metrics_json``, ``mavin.release_id``,
 ``mavin.git_commit``, ``mavin.dataset_digest``, ``mavin.training_runs``,
 ``mavin.checkpoint_sha256``, ``mavin.triton_version``.
 """
@@ -26,12 +30,12 @@ import fcntl
 import getpass
 import json
 import os
-import time
-import uuid
-from dataclasses import asdict, dataclass, replace
+import reprlib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
-from mavin_ops import settings
+from mavin_ops import ledger, settings
 from mavin_ops.reader import NotFound, reader
 
 __all__ = [
@@ -41,10 +45,17 @@ __all__ = [
     "AuditRecord",
     "PromotionConflict",
     "PromotionError",
+    "alias_version",
+    "champion_metrics",
+    "champion_triton_version",
     "champion_version",
     "history",
+    "passed_gate",
     "promote",
+    "record_gate",
+    "record_registration",
     "register_version",
+    "repair",
     "rollback",
     "verify",
 ]
@@ -52,14 +63,11 @@ __all__ = [
 CHAMPION = "champion"
 AUDIT_PREFIX = "mavin.audit."
 GATE_TAG = "mavin.gate"
+TRITON_TAG = "mavin.triton_version"
 
 
 class PromotionError(RuntimeError):
     """A promotion or rollback that is not allowed; the message says why and what to do."""
-
-
-class AuditRecordError(PromotionError):
-    """An audit tag mavin-ops did not write as it reads (edited by hand); names the tag."""
 
 
 class PromotionConflict(PromotionError):
@@ -68,6 +76,8 @@ class PromotionConflict(PromotionError):
 
 @dataclass(frozen=True)
 class AuditRecord:
+    """One champion move, as the ledger holds it (``ledger_seq``: its record number there)."""
+
     seq: int
     action: str  # promote | rollback
     model: str
@@ -77,17 +87,12 @@ class AuditRecord:
     when: str  # ISO 8601, UTC
     why: str
     gate_report: str
-    key: str = ""  # the tag suffix it is stored under
-    state: str = "done"  # pending (written, alias not yet confirmed) | done | aborted (alias never moved)
-    #: sha256 of the previous record's content (:func:`record_digest`): the trail is a chain, so a
-    #: record edited or removed in the MLflow UI no longer matches the one after it.
-    prev: str = ""
+    ledger_seq: int = 0
 
     def line(self) -> str:
-        note = "" if self.state == "done" else f" [{self.state}: the process stopped before the alias moved]"
         return (
             f"#{self.seq} {self.when} {self.action:<8} {self.model} "
-            f"v{self.from_version or '-'} -> v{self.to_version} by {self.who}: {self.why}{note}"
+            f"v{self.from_version or '-'} -> v{self.to_version} by {self.who}: {self.why}"
         )
 
 
@@ -119,9 +124,17 @@ def _lock(model: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _ledger(model: str) -> list[dict[str, Any]]:
+    try:
+        return ledger.read(model)
+    except ledger.LedgerError as exc:
+        raise PromotionError(str(exc)) from None
+
+
 def register_version(model: str, source: str, *, run_id: str | None = None, tags: dict[str, Any] | None = None) -> str:
-    """Register ``source`` (an artifact URI or path) as a new version of ``model`` carrying
-    the lineage ``tags``. Returns the version number as a string."""
+    """Register ``source`` (an artifact URI or path) as a new version of ``model`` in MLflow,
+    carrying the lineage ``tags``. Returns the version number as a string. (The ledger learns
+    of it through :func:`record_registration`; until then it cannot become champion.)"""
     c = _client()
     from mlflow.exceptions import MlflowException
 
@@ -137,130 +150,192 @@ def register_version(model: str, source: str, *, run_id: str | None = None, tags
     return str(mv.version)
 
 
+# --------------------------------------------------------------------------- gate and registration
+
+
+def record_gate(model: str, *, release: str, verdict: str, gate_json: str | os.PathLike, metrics: str | os.PathLike,
+                champion: str | None, champion_metrics_sha256: str = "", who: str | None = None) -> dict[str, Any]:
+    """The gate step's verdict into the ledger: the sha256 of ``gate_json`` and of the
+    ``metrics`` it judged (and where they lie, relative to the home), and the champion it
+    compared against with the sha256 of that champion's metrics."""
+    return ledger.append(
+        model, "gate", _who(who), release=release, verdict=verdict,
+        gate_sha256=ledger.sha256_bytes(Path(gate_json).read_bytes()),
+        metrics=settings.portable(Path(metrics).resolve()), metrics_sha256=ledger.sha256_bytes(Path(metrics).read_bytes()),
+        champion=None if champion in (None, "") else str(champion), champion_metrics_sha256=champion_metrics_sha256,
+    )
+
+
+def passed_gate(model: str, release: str, gate_json: str | os.PathLike) -> dict[str, Any]:
+    """The ledger's passed ``gate`` record of ``release`` whose gate.json has these bytes;
+    PromotionError when there is none (a gate.json written or edited outside the gate step)."""
+    sha = ledger.sha256_bytes(Path(gate_json).read_bytes())
+    for rec in reversed(_ledger(model)):
+        if rec["kind"] == "gate" and rec.get("release") == release and rec.get("gate_sha256") == sha:
+            if rec.get("verdict") != "pass":
+                break
+            return rec
+    raise PromotionError(f"{model}: the ledger has no passed gate of release {release} with this gate.json ({gate_json}); "
+                         "it was not written by the gate step, or was changed since: run the release again")
+
+
+def record_registration(model: str, version: str, gate: dict[str, Any], *, triton_version: int | str,
+                        checkpoint_sha256: str = "", who: str | None = None) -> dict[str, Any]:
+    """Version ``version`` of ``model`` into the ledger, tied to its passed ``gate`` record."""
+    return ledger.append(model, "register", _who(who), version=str(version), gate=gate["seq"], gate_sha256=gate["gate_sha256"],
+                         release=gate.get("release", ""), triton_version=str(triton_version), checkpoint_sha256=checkpoint_sha256)
+
+
+def _passed(records: list[dict[str, Any]], model: str, version: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(registration, gate record) of ``version``; PromotionError unless its gate passed."""
+    reg = ledger.registration(records, version)
+    if reg is None:
+        raise PromotionError(
+            f"{model} v{version} cannot be champion: the ledger never registered it after a passed gate "
+            f"(registered by hand, or its release failed); run a release that passes the gate"
+        )
+    gate = ledger.gate_record(records, reg)
+    if gate is None or gate.get("verdict") != "pass" or gate.get("gate_sha256") != reg.get("gate_sha256"):
+        raise PromotionError(f"{model} v{version} cannot be champion: its gate verdict in the ledger is not 'pass'")
+    return reg, gate
+
+
 STALE = "stale"
 
 
 def mark_stale(model: str, version: str | int, why: str) -> None:
-    """Take back a version's gate pass because the champion it was gated against is no
-    longer the champion: :func:`promote` then refuses it like a failed gate."""
+    """Show in MLflow that a version's gate ran against a champion that is no longer the
+    champion (:func:`promote` refuses it by the ledger's gate record either way)."""
     c = _client()
     c.set_model_version_tag(model, str(version), GATE_TAG, STALE)
     c.set_model_version_tag(model, str(version), "mavin.gate_stale_reason", why)
 
 
-def champion_version(model: str, *, mlflow: bool = False) -> str | None:
-    """The version behind the ``champion`` alias, or None (read without importing MLflow on
-    the local store; ``mlflow``: through MLflow's client)."""
+# --------------------------------------------------------------------------- reading
+
+
+def champion_version(model: str) -> str | None:
+    """The champion as the ledger says (None: never promoted). PromotionError when the
+    ledger cannot be trusted."""
+    return ledger.champion(_ledger(model))
+
+
+def alias_version(model: str, *, mlflow: bool = False) -> str | None:
+    """The version behind MLflow's ``champion`` alias (a mirror, never trusted), or None
+    (read without importing MLflow on the local store; ``mlflow``: through MLflow's client)."""
     try:
         return reader(mlflow=mlflow).model_version_by_alias(model, CHAMPION).version
     except NotFound:
         return None
 
 
+def champion_triton_version(model: str) -> int | None:
+    """The Triton version the ledger registered for the champion (None: no champion)."""
+    records = _ledger(model)
+    champ = ledger.champion(records)
+    if champ is None:
+        return None
+    reg, _ = _passed(records, model, champ)
+    return int(reg["triton_version"])
+
+
+def champion_metrics(model: str) -> tuple[str, str, bytes] | None:
+    """(version, where, bytes) of the metrics the champion's gate judged, read from inside
+    the home and checked against the sha256 in the ledger; None when there is no champion.
+    PromotionError, in one line, for anything else (a reference that leaves the home, a
+    file changed since, a ledger that cannot be trusted)."""
+    from mavin_ops.bounded import InputError, read_bytes
+
+    records = _ledger(model)
+    champ = ledger.champion(records)
+    if champ is None:
+        return None
+    _, gate = _passed(records, model, champ)
+    where = str(gate.get("metrics") or "")
+    if not where.startswith(f"{settings.HOME_SCHEME}:/"):
+        raise PromotionError(f"champion {model} v{champ}: its metrics ({reprlib.repr(where)}) are not inside the state folder; "
+                             "the gate reads a champion's metrics only from there")
+    try:
+        data = read_bytes(settings.local_path(where), "a metrics.json")
+    except (ValueError, OSError) as exc:  # InputError and a reference leaving the home are ValueErrors
+        why = str(exc) if isinstance(exc, InputError) or not isinstance(exc, OSError) else (exc.strerror or type(exc).__name__)
+        raise PromotionError(f"champion {model} v{champ}: cannot read its metrics {where}: {' '.join(why.split())[:200]}") from None
+    if ledger.sha256_bytes(data) != gate.get("metrics_sha256"):
+        raise PromotionError(f"champion {model} v{champ}: {where} is not the metrics its gate judged (sha256 differs from the ledger's): "
+                             "it was changed since; restore it or run a release")
+    return champ, where, data
+
+
+def _audit(model: str, rec: dict[str, Any], n: int) -> AuditRecord:
+    return AuditRecord(seq=n, action=rec["action"], model=model, from_version=rec.get("from"), to_version=str(rec["to"]),
+                       who=str(rec["who"]), when=str(rec["when"]), why=str(rec.get("why", "")),
+                       gate_report=str(rec.get("gate_report", "")), ledger_seq=rec["seq"])
+
+
 def history(model: str, *, mlflow: bool = False) -> list[AuditRecord]:
-    """The audit trail of ``model``, oldest first, numbered by position. A record left
-    ``pending`` by a killed process reads as ``done`` if the alias did move to it (it is the
-    newest record and the champion is its target), else ``aborted``."""
+    """The champion's moves, oldest first, numbered by position, from the ledger."""
+    records = _ledger(model)
+    if not records:
+        try:
+            reader(mlflow=mlflow).model_tags(model)
+        except NotFound:
+            raise PromotionError(f"no registered model '{model}'; register a version first") from None
+    moves = [r for r in records if r["kind"] == "move"]
+    return [_audit(model, r, n) for n, r in enumerate(moves, start=1)]
+
+
+# --------------------------------------------------------------------------- moving the champion
+
+
+def _mirror_key(rec: dict[str, Any]) -> str:
+    return f"{AUDIT_PREFIX}{rec['seq']:08d}"
+
+
+def _mirror_text(rec: dict[str, Any]) -> str:
+    return json.dumps(rec, sort_keys=True)
+
+
+def _mirror(model: str, records: list[dict[str, Any]]) -> list[str]:
+    """Write MLflow's copy of the ledger where it differs (alias, the champion's gate and Triton
+    tags, one audit tag per move; audit tags the ledger lacks are removed); what it changed."""
+    from mlflow.exceptions import MlflowException
+
+    c, changed = _client(), []
+    champ = ledger.champion(records)
     try:
-        tags = reader(mlflow=mlflow).model_tags(model)
-    except NotFound:
-        raise PromotionError(f"no registered model '{model}'; register a version first") from None
-    fields = set(AuditRecord.__dataclass_fields__)
-    raw = sorted((k[len(AUDIT_PREFIX):], v) for k, v in tags.items() if k.startswith(AUDIT_PREFIX))
-    records = [replace(_parse_record(model, key, text, fields), seq=n, key=key) for n, (key, text) in enumerate(raw, start=1)]
-    if any(r.state == "pending" for r in records):
-        current = champion_version(model, mlflow=mlflow)
-        records = [
-            replace(r, state="done" if (r is records[-1] and r.to_version == current) else "aborted") if r.state == "pending" else r
-            for r in records
-        ]
-    return records
+        tags = c.get_model_version(model, champ).tags if champ is not None else {}
+    except MlflowException:
+        raise PromotionError(f"the champion v{champ} of {model} was deleted from MLflow; roll back (`mavin-ops rollback {model} --reason ...`) or run a release") from None
+    if alias_version(model, mlflow=True) != champ:
+        if champ is None:
+            c.delete_registered_model_alias(model, CHAMPION)
+        else:
+            c.set_registered_model_alias(model, CHAMPION, champ)
+        changed.append(f"alias {CHAMPION} -> v{champ or '-'}")
+    if champ is not None:
+        reg = ledger.registration(records, champ)
+        for tag, want in ((GATE_TAG, "pass"), (TRITON_TAG, str(reg["triton_version"]))):
+            if tags.get(tag) != want:
+                c.set_model_version_tag(model, champ, tag, want)
+                changed.append(f"v{champ} {tag}={want}")
+    have = {k: v for k, v in c.get_registered_model(model).tags.items() if k.startswith(AUDIT_PREFIX)}
+    want = {_mirror_key(r): _mirror_text(r) for r in records if r["kind"] == "move"}
+    for key in sorted(set(have) - set(want)):
+        c.delete_registered_model_tag(model, key)
+        changed.append(f"removed {key[:60]}")
+    for key, text in want.items():
+        if have.get(key) != text:
+            c.set_registered_model_tag(model, key, text)
+            changed.append(f"wrote {key}")
+    return changed
 
 
-#: What every audit record must say (the rest has defaults).
-_REQUIRED = ("action", "model", "to_version", "who", "when", "why", "gate_report")
-
-
-def _parse_record(model: str, key: str, text: str, fields: set[str]) -> AuditRecord:
-    """One audit tag as a record, or PromotionError naming it (a tag edited outside mavin-ops:
-    not JSON, not a mapping, fields missing or of the wrong kind)."""
-    from mavin_ops.bounded import InputError, load_json
-
-    def bad(why: str) -> AuditRecordError:
-        return AuditRecordError(f"{model}: audit record {AUDIT_PREFIX}{key[:40]} {why}: the trail was edited outside mavin-ops")
-
-    try:
-        body = load_json(text[:100_000], "tag")
-    except InputError:
-        raise bad("is not JSON") from None
-    if not isinstance(body, dict):
-        raise bad("is not a record")
-    missing = [f for f in _REQUIRED if not isinstance(body.get(f), str)]
-    if missing or not all(isinstance(body.get(f), (str, type(None))) for f in fields - {"seq"}):
-        raise bad(f"lacks {', '.join(missing)}" if missing else "has a field of the wrong kind")
-    if body["action"] not in ("promote", "rollback") or body.get("state", "done") not in ("pending", "done", "aborted"):
-        raise bad("has an action or state mavin-ops never writes")
-    if body["model"] != model:
-        raise bad("belongs to another model")
-    return AuditRecord(**{"seq": 0, **{k: v for k, v in body.items() if k in fields}})
-
-
-def _append(model: str, record: AuditRecord) -> None:
-    body = {k: v for k, v in asdict(record).items() if k not in ("seq", "key")}
-    _client().set_registered_model_tag(model, f"{AUDIT_PREFIX}{record.key}", json.dumps(body))
-
-
-def _settle(model: str) -> None:
-    """Write down how a pending record left by a killed process ended (done or aborted),
-    under the lock and before the next move, so a later move cannot change its reading."""
-    stored = reader().model_tags(model)
-    for record in history(model):
-        if json.loads(stored.get(f"{AUDIT_PREFIX}{record.key}", "{}")).get("state") == "pending":
-            _append(model, record)  # history() resolved it; same key, now final
-
-
-def _numbered(model: str, record: AuditRecord) -> AuditRecord:
-    return next((r for r in history(model) if r.key == record.key), record)
-
-
-def _new_key() -> str:
-    """A tag key that sorts by write time and cannot collide between writers."""
-    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-
-
-def _move_alias(model: str, record: AuditRecord) -> AuditRecord:
-    """Record the move (pending), move the alias, confirm the record (done)."""
-    _append(model, record)
-    _client().set_registered_model_alias(model, CHAMPION, record.to_version)
-    done = replace(record, state="done")
-    _append(model, done)
-    return done
-
-
-def record_digest(record: AuditRecord) -> str:
-    """sha256 of what a record says (everything but its position, key and state)."""
-    import hashlib
-
-    body = {k: v for k, v in asdict(record).items() if k not in ("seq", "key", "state")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def _record(model: str, action: str, frm: str | None, to: str, who: str | None, why: str, gate_report: str) -> AuditRecord:
-    trail = history(model)
-    return AuditRecord(
-        prev=record_digest(trail[-1]) if trail else "",
-        seq=0,
-        action=action,
-        model=model,
-        from_version=frm,
-        to_version=to,
-        who=_who(who),
-        when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        why=why,
-        gate_report=gate_report,
-        key=_new_key(),
-        state="pending",
-    )
+def _move(model: str, action: str, frm: str | None, to: str, who: str | None, why: str, gate_report: str) -> AuditRecord:
+    """Record the move in the ledger (from then on it is done), then mirror it in MLflow."""
+    rec = ledger.append(model, "move", _who(who), action=action, **{"from": frm, "to": to}, why=why, gate_report=gate_report)
+    records = _ledger(model)
+    _mirror(model, records)
+    return _audit(model, rec, sum(1 for r in records if r["kind"] == "move"))
 
 
 #: ``expected_champion`` default: move the alias whatever the current champion is.
@@ -275,32 +350,23 @@ def promote(
     who: str | None = None,
     expected_champion: Any = ANY_CHAMPION,
 ) -> AuditRecord:
-    """Move ``champion`` to ``version`` if its gate passed and it is newer than the current
-    champion. ``expected_champion`` (a version or None) makes the move a compare-and-set:
-    if the champion is no longer what the caller saw, :class:`PromotionConflict`."""
-    from mlflow.exceptions import MlflowException
-
+    """Make ``version`` champion if the ledger registered it after a passed gate that ran
+    against the current champion, and it is newer than the champion. ``expected_champion``
+    (a version or None) makes the move a compare-and-set: if the champion is no longer what
+    the caller saw, :class:`PromotionConflict`."""
     version = str(version)
     if not reason.strip():
         raise PromotionError("a promotion needs a reason (--reason); it goes to the audit trail")
-    c = _client()
+    if not version.isdigit():
+        raise PromotionError(f"{model} has no version {reprlib.repr(version)}; see `mavin-ops history {model}`")
     try:
-        mv = c.get_model_version(model, version)
-    except MlflowException:
+        reader().model_version(model, version)
+    except NotFound:
         raise PromotionError(f"{model} has no version {version}; see `mavin-ops history {model}`") from None
-    verdict = mv.tags.get(GATE_TAG)
-    if verdict == STALE:
-        raise PromotionError(
-            f"{model} v{version} cannot be promoted: its gate ran against another champion "
-            f"({mv.tags.get('mavin.gate_stale_reason', 'the champion changed')}); run a new release to gate it against the current one"
-        )
-    if verdict != "pass":
-        raise PromotionError(
-            f"{model} v{version} cannot be promoted: its gate verdict is {verdict or 'missing'!r}; only a version whose gate passed can become champion"
-        )
     with _lock(model):
-        _settle(model)
-        current = champion_version(model)
+        records = _ledger(model)
+        _passed(records, model, version)  # before the champion: a version without a passed gate says so
+        current = ledger.champion(records)
         if expected_champion is not ANY_CHAMPION and (None if expected_champion is None else str(expected_champion)) != current:
             raise PromotionConflict(
                 f"champion of {model} is v{current or '-'}, not v{expected_champion or '-'} as expected: another promotion won; re-check and retry"
@@ -309,61 +375,96 @@ def promote(
             raise PromotionConflict(
                 f"{model} v{version} is not newer than the champion v{current}; the alias never moves backwards (use `mavin-ops rollback`)"
             )
-        record = _move_alias(model, _record(model, "promote", current, version, who, reason, mv.tags.get("mavin.gate_report", "")))
-    return _numbered(model, record)
+        _, gate = _passed(records, model, version)
+        if gate.get("champion") != current:
+            raise PromotionError(
+                f"{model} v{version} cannot be promoted: its gate ran against another champion (v{gate.get('champion') or '-'}, "
+                f"now v{current or '-'}); run a new release to gate it against the current one"
+            )
+        report = reader().model_version(model, version).tags.get("mavin.gate_report", "")
+        return _move(model, "promote", current, version, who, reason, report)
 
 
 def rollback(model: str, *, reason: str, who: str | None = None) -> AuditRecord:
-    """Return ``champion`` to the version it held before the current one, in one step."""
+    """Return the champion to the version it displaced when it was promoted, in one step,
+    if that version's gate passed."""
     if not reason.strip():
         raise PromotionError("a rollback needs a reason (--reason); it goes to the audit trail")
     with _lock(model):
-        _settle(model)
-        current = champion_version(model)
+        records = _ledger(model)
+        current = ledger.champion(records)
         if current is None:
             raise PromotionError(f"{model} has no champion to roll back")
-        trail = history(model)
-        # The version the current champion displaced when it was promoted (rollbacks are not
-        # undone by a second rollback: that would re-promote what was rolled back).
-        previous = next(
-            (r.from_version for r in reversed(trail) if r.action == "promote" and r.state == "done" and r.to_version == current), None
-        )
+        # (rollbacks are not undone by a second rollback: that would re-promote what was rolled back)
+        previous = next((r.get("from") for r in reversed(records) if r["kind"] == "move" and r["action"] == "promote" and str(r["to"]) == current), None)
         if previous is None:
-            raise PromotionError(f"{model} v{current} has no previous champion in the audit trail; nothing to roll back to")
-        mv = _client().get_model_version(model, previous)
-        record = _move_alias(model, _record(model, "rollback", current, previous, who, reason, mv.tags.get("mavin.gate_report", "")))
-    return _numbered(model, record)
+            raise PromotionError(f"{model} v{current} has no previous champion in the ledger; nothing to roll back to")
+        _passed(records, model, previous)
+        try:
+            report = reader().model_version(model, previous).tags.get("mavin.gate_report", "")
+        except NotFound:
+            raise PromotionError(f"{model} v{previous} was deleted from MLflow; it cannot be served again, nothing to roll back to") from None
+        return _move(model, "rollback", current, previous, who, reason, report)
+
+
+# --------------------------------------------------------------------------- checking
 
 
 def verify(model: str, *, mlflow: bool = False) -> list[str]:
     """What is wrong with ``model``'s champion, as one line each (empty: all is in order).
 
-    The champion alias must sit where the audit trail's last move put it (an alias moved by
-    hand, e.g. with the MLflow UI's "Promote" button, has no record), the champion's gate must
-    have passed, and the audit trail must be an unbroken chain (a record edited or removed
-    outside mavin-ops breaks it)."""
-    problems: list[str] = []
+    The ledger must hold (every record signed and chained, the head pointer where it was
+    left); MLflow must mirror it: the ``champion`` alias where the ledger's last move put it
+    (an alias moved by hand, e.g. with the MLflow UI's "Promote" button, is not), the
+    champion's version present with the gate and Triton version the ledger registered, and
+    one unaltered audit tag per move, none added."""
     try:
-        trail = history(model, mlflow=mlflow)
-    except AuditRecordError as exc:
-        return [str(exc).split(": ", 1)[-1]]  # an unreadable record: nothing after it can be trusted
-    current = champion_version(model, mlflow=mlflow)
-    for before, record in zip(trail, trail[1:]):
-        if record.prev and record.prev != record_digest(before):
-            problems.append(f"audit record #{record.seq} does not follow #{before.seq}: the trail was edited outside mavin-ops")
-    moves = [r for r in trail if r.state == "done"]
-    expected = moves[-1].to_version if moves else None
-    if current != expected:
-        problems.append(
-            f"the champion alias points at v{current or '-'} but the audit trail's last move is to v{expected or '-'}: "
-            f"it was moved outside mavin-ops (e.g. the MLflow UI); move it with `mavin-ops promote {model} VERSION --reason ...` "
-            f"or `mavin-ops rollback {model} --reason ...`, which check the gate and record the move"
-        )
-    if current is not None:
+        records = ledger.read(model)
+    except ledger.LedgerError as exc:
+        return [str(exc).split(": ", 1)[-1]]  # nothing after a broken record can be trusted
+    store = reader(mlflow=mlflow)
+    try:
+        tags = store.model_tags(model)
+    except NotFound:
+        if not records:
+            raise PromotionError(f"no registered model '{model}'; register a version first") from None
+        tags = {}
+    problems: list[str] = []
+    fix = f"`mavin-ops verify {model} --repair` writes MLflow's copy again from the ledger"
+    champ, alias = ledger.champion(records), alias_version(model, mlflow=mlflow)
+    mv_tags = None
+    if champ is not None:
         try:
-            verdict = reader(mlflow=mlflow).model_version(model, current).tags.get(GATE_TAG)
-        except NotFound:
-            verdict = None
-        if verdict != "pass":
-            problems.append(f"the champion v{current} has no passed gate (gate: {verdict or 'missing'}); run a release that passes the gate")
+            mv_tags = store.model_version(model, champ).tags
+        except NotFound:  # (MLflow drops the alias with the version)
+            problems.append(f"the champion v{champ} was deleted from MLflow; roll back (`mavin-ops rollback {model} --reason ...`) or run a release")
+    if alias != champ and not (champ is not None and mv_tags is None and alias is None):
+        problems.append(
+            f"the champion alias points at v{alias or '-'} but the ledger's champion is v{champ or '-'}: it was moved outside "
+            f"mavin-ops (e.g. the MLflow UI) or a move was cut short; {fix}; move the champion with "
+            f"`mavin-ops promote {model} VERSION --reason ...` or `mavin-ops rollback {model} --reason ...`"
+        )
+    if mv_tags is not None:
+        reg = ledger.registration(records, champ)
+        for tag, want_tag in ((GATE_TAG, "pass"), (TRITON_TAG, str(reg["triton_version"]) if reg else None)):
+            if mv_tags.get(tag) != want_tag:
+                problems.append(f"the champion v{champ}'s tag {tag} is {reprlib.repr(mv_tags.get(tag))} but the ledger says {want_tag!r}: "
+                                f"edited outside mavin-ops; {fix}")
+    want = {_mirror_key(r): r for r in records if r["kind"] == "move"}
+    have = {k: v for k, v in tags.items() if k.startswith(AUDIT_PREFIX)}
+    for key in sorted(set(have) | set(want)):
+        name = reprlib.repr(key) if len(key) > 60 else key
+        if key not in want:
+            problems.append(f"audit tag {name} is not in the ledger: added outside mavin-ops; {fix}")
+        elif key not in have:
+            problems.append(f"audit tag {name} (ledger record #{want[key]['seq']}) was deleted outside mavin-ops; {fix}")
+        elif have[key] != _mirror_text(want[key]):
+            problems.append(f"audit tag {name} differs from ledger record #{want[key]['seq']}: edited outside mavin-ops; {fix}")
     return problems
+
+
+def repair(model: str) -> list[str]:
+    """Write MLflow's copy of the ledger again where it differs; what was changed. The
+    ledger itself is never changed: a ledger that does not hold is an error."""
+    with _lock(model):
+        return _mirror(model, _ledger(model))

@@ -300,8 +300,6 @@ def run_release(
     ``$MAVIN_HOME/releases/<id>/logs/<step>.log``; ``terminal`` (default: standard error when
     ``echo`` is given, else nothing) gets one line per step and a progress bar in long steps,
     or every log line with ``verbose``."""
-    from mavin_ops.pipelines.release import PIPELINE_NAME, release_pipeline
-
     home = local_runner_env()
     args = dict(
         preset=preset,
@@ -331,6 +329,44 @@ def run_release(
         # fine-tunes the same version even if the shipped base or the champion changed since.
         found = _resolve_base(args)
         args["base"] = found.ref if found is not None else args.get("base", "")
+    if not resume:
+        release_id = release_id or _new_release_id()
+    with _one_release_at_a_time(home, resume or release_id):
+        return _run(args, home, release_id=release_id, cache=cache, resume=resume, echo=echo, verbose=verbose, terminal=terminal)
+
+
+@contextlib.contextmanager
+def _one_release_at_a_time(home: Path, release_id: str) -> Iterator[None]:
+    """Hold the state folder's release lock for the whole run; a second release on the same
+    home is refused up front (both would pick the same next Triton version, and the second
+    would fail at publish after its whole training). The lock goes with the process."""
+    import fcntl
+
+    folder = home / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    fh = open(folder / "release.lock", "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = " ".join(fh.read(200).split()) or "unknown"
+            raise PreflightError(
+                f"another release is running on the state folder {home} ({holder}); wait for it to end, or give this one "
+                "its own MAVIN_HOME: two releases on one home would publish the same Triton version"
+            ) from None
+        fh.truncate(0)
+        fh.write(f"release {release_id or '(new)'}, pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def _run(args: dict, home: Path, *, release_id: str | None, cache: bool, resume: str | None, echo: Callable[[str], None] | None,
+         verbose: bool, terminal: TextIO | None) -> ReleaseResult:
+    from mavin_ops.pipelines.release import PIPELINE_NAME, release_pipeline
+
     c = tracking.client()
     if resume:
         from mavin_ops.safety import check_name
@@ -380,10 +416,12 @@ def run_release(
         finally:
             for sig, old in held.items():
                 signal.signal(sig, old)
-    except Exception as exc:  # the local runner raises when the pipeline fails
+    except Exception as exc:  # the local runner raises when the pipeline fails: say which step and why, not its wrapper
+        from mavin_ops.console import plain
         from mavin_ops.safety import redact
 
-        error = redact(" ".join(str(exc).split()))[:300]
+        failed = [s for s in console.steps if s.status not in ("RUNNING", "SUCCESS", "SUCCEEDED") and s.error]
+        error = redact(plain(f"{failed[-1].name} failed: {failed[-1].error}" if failed else " ".join(str(exc).split())))[:300]
     wall = time.time() - start
     new_dirs = sorted((p for p in root.iterdir() if p.name not in before and p.name.startswith(PIPELINE_NAME)), key=os.path.getmtime)
     pipeline_dir = str(new_dirs[-1]) if new_dirs else str(root)

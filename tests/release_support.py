@@ -35,10 +35,10 @@ def lenient_policy(folder: Path) -> str:
 def served(home: Path, model: str) -> dict:
     """What serving follows now: the champion version, its published Triton version and the
     versions in the model store."""
-    from mavin_ops import registry, tracking
+    from mavin_ops import registry
 
     champion = registry.champion_version(model)
-    triton = tracking.client().get_model_version(model, champion).tags.get("mavin.triton_version") if champion else None
+    triton = str(registry.champion_triton_version(model)) if champion else None
     store = Path(home) / "model-store" / model
     published = sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) if store.is_dir() else []
     return {"champion": champion, "triton_version": triton, "store": published}

@@ -114,3 +114,32 @@ def test_releases_lists_crafted_records_with_their_error(isolated_home, capsys):
     assert main(["releases", "--json"]) == 0
     listed = {r["release_id"]: r for r in json.loads(capsys.readouterr().out)}
     assert "nested too deep" in listed["r-deep"]["error"] and listed["r-good"]["duration_s"] == 61.5
+
+
+def test_a_release_whose_source_is_the_filesystem_root_is_one_line(tmp_path, capsys):
+    """`source: /` walked /proc and crashed with PermissionError before any run existed."""
+    config = tmp_path / "release.yaml"
+    config.write_text("preset: debug\nsource: /\n")
+    assert main(["release", "--config", str(config)]) == 2
+    assert "source '/' is the root of the filesystem" in _one_line(capsys)
+
+
+def test_a_folder_that_cannot_be_listed_is_a_rejected_line_not_a_crash(tmp_path, monkeypatch):
+    import os
+
+    from mavin_ops.data.ingest import find_sources
+
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.mp4").write_bytes(b"")
+    (tmp_path / "locked").mkdir()
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    found, rejected = find_sources([tmp_path])
+    assert [rel for _, rel in found] == ["ok/a.mp4"]
+    assert rejected == [{"source": "locked", "reason": "folder cannot be read (Permission denied)"}]

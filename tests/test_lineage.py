@@ -4,6 +4,7 @@ dataset version and the commit, read from a real MLflow store."""
 from __future__ import annotations
 
 import pytest
+from ledger_support import gated_version
 
 from mavin_ops import lineage, registry, tracking
 from mavin_ops.cli import main
@@ -27,11 +28,7 @@ def fake_release(release_id: str) -> None:
 
 def test_lineage_walks_from_served_version_to_commit(tmp_path, capsys):
     fake_release("rel-1")
-    v = registry.register_version(
-        "m",
-        "/ckpt/joint",
-        tags={"mavin.gate": "pass", "mavin.release_id": "rel-1", "mavin.triton_version": "3", "mavin.gate_report": "/g.json"},
-    )
+    v = gated_version("m", triton=3, source="/ckpt/joint", tags={"mavin.release_id": "rel-1", "mavin.gate_report": "/g.json"})
     registry.promote("m", v, reason="first")
     chain = lineage.lineage("m@champion")
     kinds = [link.kind for link in chain]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from kfp import dsl
+from ledger_support import gated_version
 
 from mavin_ops import registry, tracking
 from mavin_ops.components.register_model.component import register_model
@@ -26,6 +27,9 @@ def _register_after_gate(tmp_path: Path, release: str, gated_against: str | None
     gate = _artifact(dsl.Artifact, tmp_path / release / "gate.json")
     champion = None if gated_against is None else {"model_name": "m", "version": gated_against}
     Path(gate.path).write_text(json.dumps({"verdict": "pass", "passed": True, "champion": champion}))
+    metrics = tmp_path / release / "metrics.json"
+    metrics.write_text("{}")
+    registry.record_gate("m", release=release, verdict="pass", gate_json=gate.path, metrics=metrics, champion=gated_against)
     tracking.parent_run(release, "k")
     return register_model.python_func(
         checkpoint=_artifact(dsl.Model, ckpt), gate_json=gate, metrics_uri="m.json", triton_version=1,
@@ -57,7 +61,9 @@ def test_a_champion_moved_between_register_and_promote_leaves_a_stale_version(tm
 
     def register_while_another_release_promotes(*a, **k):
         version = real_register(*a, **k)
-        other = real_register("m", "/elsewhere", tags={"mavin.gate": "pass"})
+        monkeypatch.setattr(registry, "register_version", real_register)
+        registry.record_registration("m", version, registry.passed_gate("m", "r2", tmp_path / "r2" / "gate.json"), triton_version=1)
+        other = gated_version("m", triton=2)
         registry.promote("m", other, reason="another release won the race")
         return version
 
@@ -65,6 +71,8 @@ def test_a_champion_moved_between_register_and_promote_leaves_a_stale_version(tm
     out = _register_after_gate(tmp_path, "r2", "1")
     assert registry.champion_version("m") == "3" and out.version == "2"
     assert _parent_tags("r2")["mavin.verdict_reason"].startswith("champion changed from v1 to v3 since the gate ran")
-    # its gate pass was taken back: a manual promotion cannot land it over v3 either
-    with pytest.raises(registry.PromotionError, match="its gate ran against another champion"):
+    # its gate ran against v1: a manual promotion cannot land it over v3 either
+    with pytest.raises(registry.PromotionError, match="not newer than the champion v3"):
         registry.promote("m", "2", reason="by hand")
+    assert registry.rollback("m", reason="undo v3").to_version == "1"  # v1 again: v2's gate ran against it
+    assert registry.promote("m", "2", reason="by hand").to_version == "2"

@@ -175,7 +175,7 @@ def isolated_home(released, monkeypatch):
 
 def test_pretrain_registers_the_base_the_releases_fine_tune(released):
     base = released.base
-    assert base.version == "1" and registry.champion_version("mavin-base") == "1" and "eval/sta" in base.metrics
+    assert base.version == "1" and registry.alias_version("mavin-base") == "1" and "eval/sta" in base.metrics
     for result in (released.a, released.b, released.c):
         assert result.tags["mavin.base"] == "mavin-base@1"
 
@@ -303,6 +303,7 @@ def test_two_processes_train_what_one_process_with_the_same_global_batch_trains(
 def test_killed_step_fails_the_release_and_keeps_the_champion(released):
     killed, seen = released.b_killed, released.kill
     assert not killed.succeeded and killed.error and "train" in killed.error
+    assert "\x1b[" not in killed.error  # the cause in words, not KFP's coloured wrapper
     # As it was when the killed attempt ended (the exit handler wrote the final state):
     assert seen["parent"] == ("FAILED", "FAILED") and killed.parent_status == "FAILED"
     (killed_run,) = seen["steps"]["train_multishot"]

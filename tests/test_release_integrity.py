@@ -154,6 +154,25 @@ def test_release_refuses_mistakes_before_the_pipeline_starts(kwargs, match):
     assert _parent_runs() == []  # nothing started, nothing to resume
 
 
+def test_a_second_release_on_the_same_home_is_refused_up_front(capsys):
+    """Two releases on one home both took Triton version 2 and the second failed at publish
+    after its whole training: the second is refused before any run exists."""
+    import fcntl
+
+    from mavin_ops import settings
+    from mavin_ops.cli import main
+
+    (settings.home() / "locks").mkdir(exist_ok=True)
+    with open(settings.home() / "locks" / "release.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("release r-first, pid 1")
+        held.flush()
+        assert main(["release", "--preset", "debug", "--train-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "another release is running on the state folder" in err and "(release r-first, pid 1)" in err
+    assert _parent_runs() == []
+
+
 def test_unknown_dataset_revision_in_an_existing_registry_is_refused_up_front(tmp_path, capsys):
     from mavin_ops.data import synth, versioning
 

@@ -25,7 +25,8 @@ def register_model(
     runs, checkpoint hash, dataset digest, gate report, metrics and the published Triton
     version, then moves the ``champion`` alias to it (mavin_ops/registry.py) if, and only if,
     the champion is still the one the gate compared against (compare-and-set on the version
-    recorded in gate.json). Otherwise the release ends "not promoted: champion changed from
+    the ledger's gate record names). The gate's pass is read from the platform's signed ledger,
+    matched to this gate.json by its sha256; the version is registered there too. Otherwise the release ends "not promoted: champion changed from
     vN to vM since the gate ran", the alias untouched; a new release (or ``--resume``, whose
     gate is never cached) gates against the new champion."""
     import json
@@ -43,8 +44,10 @@ def register_model(
     if not smoke_passed:
         raise RuntimeError(f"serving smoke test failed for Triton version {triton_version}; not registering")
     gate_path = Path(gate_json.path)
-    gated_against = (json.loads(gate_path.read_text(encoding="utf-8")).get("champion") or {}).get("version")
-    gated_against = None if gated_against in (None, "") else str(gated_against)
+    key = tracking.release_key(release_id, kfp_run_id)
+    # The gate's verdict as the signed ledger holds it (gate.json alone is a file anyone could write).
+    gate = registry.passed_gate(model_name, key, gate_path)
+    gated_against = gate.get("champion")
 
     def not_promoted(current: str | None, version: str | None) -> None:
         reason = f"champion changed from v{gated_against or '-'} to v{current or '-'} since the gate ran"
@@ -74,7 +77,7 @@ def register_model(
             "mavin.gate": "pass",
             "mavin.gate_report": str(gate_path),
             "mavin.metrics_json": metrics_uri,
-            "mavin.release_id": tracking.release_key(release_id, kfp_run_id),
+            "mavin.release_id": key,
             "mavin.git_commit": parent.data.tags.get("mavin.git_commit", "unknown"),
             "mavin.dataset_digest": parent.data.tags.get("mavin.dataset_digest", ""),
             "mavin.training_runs": ",".join(sorted(r.info.run_id for r in trains)),
@@ -91,6 +94,7 @@ def register_model(
             f"{chk['name']} {chk['challenger']:.4g}" for chk in gate_doc.get("checks", [])
             if isinstance(chk.get("challenger"), (int, float)))[:4000]
         version = registry.register_version(model_name, str(Path(checkpoint.path).resolve()), run_id=joint, tags=tags)
+        registry.record_registration(model_name, version, gate, triton_version=triton_version, checkpoint_sha256=tags["mavin.checkpoint_sha256"])
         try:
             record = registry.promote(
                 model_name, version, reason=f"release {tags['mavin.release_id']} passed the gate", expected_champion=gated_against

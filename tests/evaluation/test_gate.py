@@ -325,25 +325,15 @@ def test_champion_without_the_metric_cannot_vouch_for_it(kit):
 # --------------------------------------------------------------------------- registry
 
 
-def _register_champion(doc: dict, tmp_path, model_name: str, tag_path: bool = False) -> str:
-    import mlflow
-    from mlflow.tracking import MlflowClient
+def _register_champion(doc: dict, tmp_path, model_name: str) -> str:
+    """A champion whose gate judged ``doc``, as a release leaves it (the signed ledger)."""
+    from ledger_support import gated_version
 
-    from mavin_ops import settings
+    from mavin_ops import registry
 
-    client = MlflowClient(settings.tracking_uri())
-    mlflow.set_tracking_uri(settings.tracking_uri())
-    with mlflow.start_run() as run:
-        mlflow.log_dict(doc, G.METRICS_ARTIFACT)
-    client.create_registered_model(model_name)
-    tags = {}
-    if tag_path:
-        path = tmp_path / "champion_metrics.json"
-        path.write_text(json.dumps(doc))
-        tags[G.METRICS_TAG] = str(path)
-    mv = client.create_model_version(model_name, f"runs:/{run.info.run_id}/model", run_id=None if tag_path else run.info.run_id, tags=tags)
-    client.set_registered_model_alias(model_name, G.CHAMPION_ALIAS, mv.version)
-    return str(mv.version)
+    version = gated_version(model_name, metrics=doc)
+    registry.promote(model_name, version, reason="champion for the test")
+    return version
 
 
 @pytest.fixture
@@ -375,7 +365,8 @@ def test_champion_from_registry_blocks_a_regression(kit, tmp_path, policy_file, 
     metrics = kit.write_doc(tmp_path / "m.json", kit.metrics_doc({"sta": [0.90] * N, "tams": [0.9] * N}))
     d = G.run_gate(metrics, policy_file, tmp_path / "gate", model_name=model_name)
     assert not d.passed and d.champion["version"] == version
-    assert d.champion["source"].endswith(G.METRICS_ARTIFACT)
+    assert d.champion["source"].startswith("mavin-home:/") and d.champion["source"].endswith("metrics.json")
+    assert len(d.champion["metrics_sha256"]) == 64
     assert [c.name for c in d.checks if not c.passed] == ["sta"]
 
 
@@ -386,54 +377,15 @@ def test_champion_from_registry_lets_an_improvement_pass(kit, tmp_path, policy_f
     assert d.passed and d.checks[0].diff_mean == pytest.approx(0.1)
 
 
-def test_champion_metrics_path_tag_is_used(kit, tmp_path, policy_file, model_name):
-    _register_champion(kit.metrics_doc({"sta": [0.99] * N, "tams": [0.9] * N}), tmp_path, model_name, tag_path=True)
-    champ = G.load_champion(model_name)
-    assert champ is not None and champ.source == str(tmp_path / "champion_metrics.json") and champ.error is None
-    metrics = kit.write_doc(tmp_path / "m.json", kit.metrics_doc({"sta": [0.9] * N, "tams": [0.9] * N}))
-    assert not G.run_gate(metrics, policy_file, tmp_path / "gate", model_name=model_name).passed
-
-
-def test_champion_metrics_under_the_state_folder_are_read_there_and_downloads_leave_nothing(kit, tmp_path, model_name, monkeypatch):
-    import tempfile
-
-    from mavin_ops import registry, settings
-
-    doc = kit.metrics_doc({"sta": [0.97] * N, "tams": [0.9] * N})
-    inside = settings.home() / "pipelines" / "p1" / "evaluate" / "metrics.json"
-    inside.parent.mkdir(parents=True)
-    inside.write_text(json.dumps(doc))
-    version = registry.register_version(model_name, str(inside.parent), tags={G.METRICS_TAG: str(inside)})
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(settings.tracking_uri())
-    assert client.get_model_version(model_name, version).tags[G.METRICS_TAG] == "mavin-home:/pipelines/p1/evaluate/metrics.json"
-    client.set_registered_model_alias(model_name, G.CHAMPION_ALIAS, version)
-    champ = G.load_champion(model_name)
-    assert champ.error is None and champ.source.startswith("mavin-home:/") and champ.metrics is not None
-
-    other = model_name + "-run"  # metrics only as a run artifact: downloaded into a temporary folder, then removed
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    _register_champion(doc, tmp_path, other)
-    champ = G.load_champion(other)
-    assert champ.error is None and champ.metrics is not None
-    assert not list((tmp_path / "tmp").glob("mavin-champion-*")), "the downloaded champion metrics were left behind"
-
-
 def test_unreadable_champion_metrics_fail_the_gate(kit, tmp_path, policy_file, model_name):
-    from mlflow.tracking import MlflowClient
-
     from mavin_ops import settings
 
-    client = MlflowClient(settings.tracking_uri())
-    client.create_registered_model(model_name)
-    run = client.create_run(client.create_experiment(f"{model_name}-no-metrics"))
-    mv = client.create_model_version(model_name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
-    client.set_registered_model_alias(model_name, "champion", mv.version)
+    version = _register_champion(kit.metrics_doc({"sta": [0.9] * N, "tams": [0.9] * N}), tmp_path, model_name)
+    champ = G.load_champion(model_name)
+    settings.local_path(champ.source).unlink()
     metrics = kit.write_doc(tmp_path / "m.json", kit.metrics_doc({"sta": [0.9] * N, "tams": [0.9] * N}))
     d = G.run_gate(metrics, policy_file, tmp_path / "gate", model_name=model_name)
-    assert not d.passed and d.reasons[0].startswith(f"cannot read the metrics.json of champion {model_name} v{mv.version}")
+    assert not d.passed and d.reasons[0].startswith(f"cannot read the champion's metrics: champion {model_name} v{version}: cannot read its metrics")
 
 
 def test_gate_report_and_mlflow_logging(kit, tmp_path, policy_file, model_name):

@@ -25,7 +25,7 @@ def test_the_shipped_tiny_base_matches_its_card_and_registers_once(tmp_path):
     assert card["command"] and card["data"]["seed"] >= 1000 and card["dataset_digest"]
     first = foundation.resolve("", "tiny")
     again = foundation.resolve("", "tiny")
-    assert first.ref == again.ref == f"{foundation.BASE_MODEL}@1" and registry.champion_version(foundation.BASE_MODEL) == "1"
+    assert first.ref == again.ref == f"{foundation.BASE_MODEL}@1" and registry.alias_version(foundation.BASE_MODEL) == "1"
     assert first.checkpoint == again.checkpoint and first.sha256 == card["sha256"]
     # The trainer's form of it is the same bytes, under the atomic checkpoint protocol.
     info = ckpt.CheckpointInfo(first.checkpoint, card["step"], ckpt.verify_checkpoint(first.checkpoint))

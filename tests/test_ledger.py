@@ -1,0 +1,188 @@
+"""The signed ledger against someone without its key: every edit, insertion, deletion or
+reordering of its records, and every edit of MLflow's copy (alias, tags, versions), is named
+by `verify`, and `serve`, `promote` and `rollback` refuse what it did not put there."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+
+import pytest
+from ledger_support import gated_version
+
+from mavin_ops import ledger, registry, settings
+from mavin_ops.cli import main
+
+
+@pytest.fixture
+def trail():
+    """m: v1 promoted, v2 promoted over it (triton versions 10 and 11); the ledger's paths."""
+    v1 = gated_version("m", triton=10)
+    registry.promote("m", v1, reason="first")
+    v2 = gated_version("m", triton=11)
+    registry.promote("m", v2, reason="second")
+    folder = settings.home() / "ledger"
+    return folder / "m.jsonl", folder / "m.head"
+
+
+def _lines(path):
+    return path.read_text().splitlines()
+
+
+def _write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def _resign_without_key(rec: dict) -> str:
+    """What a forger can do: recompute everything, with a key of their own."""
+    body = {k: v for k, v in rec.items() if k != "mac"}
+    rec["mac"] = hmac.new(b"x" * 64, json.dumps(body, sort_keys=True, separators=(",", ":")).encode(), hashlib.sha256).hexdigest()
+    return json.dumps(rec, sort_keys=True, separators=(",", ":"))
+
+
+def _edit_last_move(lines):
+    rec = json.loads(lines[-1])
+    rec["who"] = "someone-else"
+    return lines[:-1] + [json.dumps(rec, sort_keys=True, separators=(",", ":"))]
+
+
+def _forge_a_move_with_the_right_prev(lines):
+    last = json.loads(lines[-1])
+    forged = {**last, "seq": last["seq"] + 1, "prev": last["mac"], "from": last["to"], "to": "1", "action": "promote"}
+    return lines + [_resign_without_key(forged)]
+
+
+def _swap(lines):
+    return lines[:2] + [lines[3], lines[2]] + lines[4:]
+
+
+EDITS = {
+    "edit the last record": (_edit_last_move, "record #6 does not carry the platform's signature"),
+    "a forged record, prev recomputed": (_forge_a_move_with_the_right_prev, "record #7 does not carry the platform's signature"),
+    "delete the first record": (lambda lines: lines[1:], "record #1 does not follow record #0"),
+    "delete a middle record": (lambda lines: lines[:2] + lines[3:], "record #3 does not follow record #2"),
+    "reorder two records": (_swap, "record #3 does not follow record #2"),
+    "delete the last record": (lambda lines: lines[:-1], "ends at record #5 but its head pointer says #6"),
+    "not a record": (lambda lines: lines[:1] + ["{nope"] + lines[2:], "line 2 is not a record"),
+    "nested deep": (lambda lines: lines + ["[" * 100_000], "line 7 is not a record"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_an_edited_ledger_is_named_by_verify_and_refused_by_serve_promote_and_rollback(trail, capsys, edit):
+    path, _ = trail
+    change, named = EDITS[edit]
+    _write(path, change(_lines(path)))
+    capsys.readouterr()
+    assert main(["verify", "m"]) == 1
+    out = capsys.readouterr().out.strip()
+    assert named in out and "changed without the platform's key" in out and "\n" not in out, out
+    assert main(["serve", "--name", "m"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and "\n" not in err
+    v3 = registry.register_version("m", "/c3")
+    for argv in (["promote", "m", v3, "--reason", "x"], ["rollback", "m", "--reason", "x"], ["history", "m"]):
+        assert main(argv) == 2, argv
+        assert named in capsys.readouterr().err
+
+
+def test_a_deleted_or_forged_head_pointer_is_named(trail):
+    path, head = trail
+    lines = _lines(path)
+    _write(path, lines[:-1])
+    record = json.loads(lines[-2])
+    head.write_text(json.dumps({"seq": 5, "mac": record["mac"], "sig": "0" * 64}))  # moved back, signed without the key
+    assert registry.verify("m") == [f"the ledger {path}: has a head pointer the platform did not sign: it was changed without the platform's key; restore it from a backup"]
+    head.unlink()
+    assert "has no head pointer (deleted)" in registry.verify("m")[0]
+    _write(head, [])
+    path.unlink()
+    assert "is missing but its head pointer is there (deleted)" in registry.verify("m")[0]
+    head.unlink()
+    # with both gone the ledger is empty: MLflow's champion has nothing behind it
+    problems = registry.verify("m")
+    assert "ledger's champion is v-" in problems[0]
+
+
+def test_the_key_file_is_private_and_a_mounted_key_must_exist(trail, monkeypatch, tmp_path):
+    key = ledger.key_path()
+    assert key == settings.home() / "secrets" / "ledger.key" and (key.stat().st_mode & 0o777) == 0o600
+    key.chmod(0o644)
+    with pytest.raises(ledger.LedgerError, match="can be read by others.*chmod 600"):
+        ledger.read("m")
+    key.chmod(0o600)
+    monkeypatch.setenv(ledger.KEY_ENV, str(tmp_path / "mounted.key"))
+    with pytest.raises(ledger.LedgerError, match="no such file; mount the ledger key there"):
+        ledger.read("m")
+    (tmp_path / "mounted.key").write_text("another key entirely, long enough to sign with\n")
+    with pytest.raises(ledger.LedgerError, match="record #1 does not carry the platform's signature"):
+        ledger.read("m")  # a ledger signed with one key is not trusted under another
+
+
+def test_mlflow_edits_without_the_key_are_named_and_serving_never_falls_back(trail, capsys):
+    """What someone with MLflow write access can do: move the alias, edit the champion's tags,
+    tag a hand-registered version "pass", forge audit tags, delete the champion's version."""
+    from mlflow.tracking import MlflowClient
+
+    from mavin_ops.cli import _champion_triton_version
+
+    c = MlflowClient(settings.tracking_uri())
+    c.set_model_version_tag("m", "2", "mavin.triton_version", "99")
+    assert registry.verify("m") == [
+        "the champion v2's tag mavin.triton_version is '99' but the ledger says '11': edited outside mavin-ops; "
+        "`mavin-ops verify m --repair` writes MLflow's copy again from the ledger"
+    ]
+    registry.repair("m")
+    # an ungated version tagged "pass" by hand: never promoted, never rolled back to
+    hand = registry.register_version("m", "/hand", tags={"mavin.gate": "pass", "mavin.triton_version": "12"})
+    with pytest.raises(registry.PromotionError, match="never registered it after a passed gate"):
+        registry.promote("m", hand, reason="forged")
+    # an audit tag rewritten to say v2 displaced the hand version: rollback reads the ledger
+    key = max(k for k in c.get_registered_model("m").tags if k.startswith(registry.AUDIT_PREFIX))
+    body = json.loads(c.get_registered_model("m").tags[key])
+    c.set_registered_model_tag("m", key, json.dumps({**body, "from": hand}))
+    assert registry.verify("m") == [f"audit tag {key} differs from ledger record #{body['seq']}: edited outside mavin-ops; "
+                                    "`mavin-ops verify m --repair` writes MLflow's copy again from the ledger"]
+    c.delete_registered_model_tag("m", key)
+    assert "was deleted outside mavin-ops" in registry.verify("m")[0]
+    assert registry.rollback("m", reason="undo v2").to_version == "1"  # the ledger's previous, not the tag's
+    assert registry.verify("m") == []
+    # the champion's version deleted, an ungated version published: serve refuses, never "the newest"
+    c.delete_model_version("m", "1")
+    assert registry.verify("m") == ["the champion v1 was deleted from MLflow; roll back (`mavin-ops rollback m --reason ...`) or run a release"]
+    capsys.readouterr()
+    assert main(["serve", "--name", "m"]) == 2
+    assert "the champion v1 was deleted from MLflow" in capsys.readouterr().err
+    with pytest.raises(Exception, match="deleted from MLflow"):
+        _champion_triton_version("m")
+
+
+def test_the_gate_reads_the_champions_metrics_by_content_only_from_inside_the_home(tmp_path):
+    from mavin_ops.evaluation import gate as G
+
+    v1 = gated_version("m", metrics={"champion": 1})
+    registry.promote("m", v1, reason="first")
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(settings.tracking_uri())
+    c.set_model_version_tag("m", v1, G.METRICS_TAG, "/etc/passwd")  # a pointer in MLflow: never followed
+    champ = G.load_champion("m")
+    assert champ.version == v1 and champ.source.startswith("mavin-home:/") and champ.error is not None
+    assert "schema is None" in champ.error  # our test file's own content was read, not /etc/passwd
+    where = settings.local_path(champ.source)
+    where.write_text(json.dumps({"champion": "forged"}))  # steered after its gate
+    assert "is not the metrics its gate judged (sha256 differs from the ledger's)" in G.load_champion("m").error
+    where.unlink()
+    os.symlink("/etc/hostname", where)  # a link out of the home
+    assert "leaves the state folder" in G.load_champion("m").error
+    # metrics judged outside the home: refused by where they are
+    outside = tmp_path / "metrics.json"
+    outside.write_text("{}")
+    (tmp_path / "gate.json").write_text("{}")
+    registry.record_gate("m", release="r-out", verdict="pass", gate_json=tmp_path / "gate.json", metrics=outside, champion=v1)
+    v2 = registry.register_version("m", "/c2", tags={"mavin.gate": "pass", "mavin.triton_version": "1"})
+    registry.record_registration("m", v2, registry.passed_gate("m", "r-out", tmp_path / "gate.json"), triton_version=1)
+    registry.promote("m", v2, reason="second")
+    assert "are not inside the state folder" in G.load_champion("m").error
