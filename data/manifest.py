@@ -59,6 +59,10 @@ class ManifestLine:
     error: str | None = None
 
 
+#: The longest manifest line read (a clip's row is a few kilobytes).
+MAX_LINE_BYTES = 1 << 20
+
+
 def decode_line(lineno: int, text: str) -> ManifestLine | None:
     """Decode one manifest line: None for a blank line, else a :class:`ManifestLine` whose
     ``row`` is the JSON object or whose ``error`` says why the line is not one. This is the
@@ -69,6 +73,8 @@ def decode_line(lineno: int, text: str) -> ManifestLine | None:
         row = json.loads(text)
     except json.JSONDecodeError as exc:
         return ManifestLine(lineno, text, None, f"malformed JSON at column {exc.colno}: {exc.msg}")
+    except (RecursionError, ValueError) as exc:  # nested too deep; a number of over 4300 digits
+        return ManifestLine(lineno, text[:200], None, f"JSON that cannot be read ({type(exc).__name__})")
     if not isinstance(row, dict):
         return ManifestLine(lineno, text, None, f"expected a JSON object, got {type(row).__name__}")
     return ManifestLine(lineno, text, row)
@@ -78,8 +84,18 @@ def read_manifest(root: str | os.PathLike) -> Iterator[ManifestLine]:
     """Yield every non-blank line of ``<root>/manifest.jsonl``. A line that is not a JSON
     object comes back with ``row=None`` and ``error`` set; it never stops the read."""
     path = Path(root) / MANIFEST
-    with open(path, encoding="utf-8") as fh:
-        for n, text in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            if len(raw) > MAX_LINE_BYTES:  # read no more of it than the cap, and skip the rest
+                while (rest := fh.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                    pass
+                yield ManifestLine(n, "", None, f"longer than {MAX_LINE_BYTES} bytes; a manifest line describes one clip")
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield ManifestLine(n, "", None, f"byte {exc.start} is not UTF-8; a manifest is UTF-8 text")
+                continue
             line = decode_line(n, text)
             if line is not None:
                 yield line

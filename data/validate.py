@@ -439,6 +439,10 @@ def _scan_range(path: str, start: int, end: int, first_lineno: int, cfg: _ScanCo
     for raw in data.split(b"\n"):
         lineno += 1
         offset, pos = pos, pos + len(raw) + 1
+        if len(raw) > _manifest.MAX_LINE_BYTES:
+            msg = f"line {lineno} is longer than {_manifest.MAX_LINE_BYTES} bytes; a manifest line describes one clip: fix the line or remove it"
+            bad.append((lineno, offset, "json", str(mtss.Issue(f"? ({where} line {lineno})", "manifest", where, "json", msg))))
+            continue
         try:
             row = _fast_loads(raw)
         except ValueError:

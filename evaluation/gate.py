@@ -58,6 +58,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mavin_ops.bounded import shown
 from mavin_ops.evaluation.metrics import METRICS
 from mavin_ops.evaluation.results import MetricsFileError, parse_metrics, read_metrics, write_json
 
@@ -148,7 +149,7 @@ class GatePolicy:
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise PolicyError(f"{where}: expected a finite number, got {value!r}")
+        raise PolicyError(f"{where}: expected a finite number, got {shown(value)}")
     return float(value)
 
 
@@ -161,7 +162,7 @@ def parse_policy(data: Any, source: str = "<memory>") -> GatePolicy:
     if unknown_top:
         raise PolicyError(f"{source}: unknown section '{unknown_top[0]}'; allowed: version, bootstrap, metrics, profiles")
     if data.get("version", 1) != 1:
-        raise PolicyError(f"{source}: version: {data.get('version')!r} is not supported; use version: 1")
+        raise PolicyError(f"{source}: version: {shown(data.get('version'))} is not supported; use version: 1")
     boot = data.get("bootstrap") or {}
     if not isinstance(boot, Mapping):
         raise PolicyError(f"{source}: bootstrap: expected a mapping with {', '.join(_BOOTSTRAP_KEYS)}")
@@ -170,13 +171,13 @@ def parse_policy(data: Any, source: str = "<memory>") -> GatePolicy:
             raise PolicyError(f"{source}: bootstrap.{key}: unknown key; allowed: {', '.join(_BOOTSTRAP_KEYS)}")
     resamples = boot.get("resamples", 2000)
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
-        raise PolicyError(f"{source}: bootstrap.resamples: expected an integer >= 100, got {resamples!r}")
+        raise PolicyError(f"{source}: bootstrap.resamples: expected an integer >= 100, got {shown(resamples)}")
     confidence = _number(boot.get("confidence", 0.95), f"{source}: bootstrap.confidence")
     if not 0.5 <= confidence < 1.0:
         raise PolicyError(f"{source}: bootstrap.confidence: expected a value in [0.5, 1), got {confidence}")
     seed = boot.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise PolicyError(f"{source}: bootstrap.seed: expected a non-negative integer, got {seed!r}")
+        raise PolicyError(f"{source}: bootstrap.seed: expected a non-negative integer, got {shown(seed)}")
 
     metrics = data.get("metrics")
     if not isinstance(metrics, Mapping) or not metrics:

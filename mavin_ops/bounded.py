@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_FILE_BYTES", "InputError", "load_json", "load_yaml", "read_bytes", "read_text"]
+__all__ = ["MAX_FILE_BYTES", "InputError", "load_json", "load_yaml", "read_bytes", "read_text", "shown"]
 
 #: The largest config, policy, profile or script file read: far above any real one.
 MAX_FILE_BYTES = 8 << 20
@@ -26,6 +26,20 @@ MAX_FILE_BYTES = 8 << 20
 
 class InputError(ValueError):
     """A file the user gave cannot be read as what it should be; one line that names it."""
+
+
+def shown(value: Any) -> str:
+    """``value`` as an error may echo it: a scalar cut short (``reprlib``), a mapping or list
+    by its kind and size only (it may hold a secret, or a whole file)."""
+    import reprlib
+
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)} key{'s' * (len(value) != 1)}"
+    if isinstance(value, (list, tuple, set)):
+        return f"a list of {len(value)} item{'s' * (len(value) != 1)}"
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = 60
+    return r.repr(value)
 
 
 def read_bytes(path: str | os.PathLike, what: str, limit: int = MAX_FILE_BYTES) -> bytes:

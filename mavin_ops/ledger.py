@@ -17,8 +17,9 @@ Records (``kind``):
   by whom and why.
 
 Every record carries ``prev`` (the previous record's MAC; the first one's is :data:`GENESIS`)
-and ``mac``, an HMAC-SHA256 over the rest under a key MLflow never sees: ``$MAVIN_LEDGER_KEY_FILE``
-(a mounted secret on a cluster) or ``<home>/secrets/ledger.key``, created 0600 on first use.
+and ``mac``, an HMAC-SHA256 over the rest under a key MLflow never sees: ``$MAVIN_LEDGER_KEY``
+(on a cluster, a Kubernetes secret the profile maps to it), ``$MAVIN_LEDGER_KEY_FILE`` (a mounted
+secret file), or ``<home>/secrets/ledger.key``, created 0600 on first use.
 The head pointer anchors the other end, so a deleted last record is seen too. Without the key,
 no edit, insertion, deletion or reordering of records goes unnoticed: :func:`read` raises
 :class:`LedgerError` naming the first record that does not hold. What it cannot see: someone
@@ -41,9 +42,10 @@ from typing import Any, Iterator
 
 from mavin_ops import settings
 
-__all__ = ["GENESIS", "KEY_ENV", "KINDS", "LedgerError", "append", "champion", "gate_record", "key_path", "read", "registration", "sha256_bytes"]
+__all__ = ["GENESIS", "KEY_ENV", "KEY_VALUE_ENV", "KINDS", "LedgerError", "append", "champion", "gate_record", "key_path", "read", "registration", "sha256_bytes"]
 
 KEY_ENV = "MAVIN_LEDGER_KEY_FILE"
+KEY_VALUE_ENV = "MAVIN_LEDGER_KEY"
 #: The ``prev`` of a ledger's first record: a record put before it, or a first record
 #: deleted, breaks the chain there.
 GENESIS = "genesis"
@@ -66,9 +68,15 @@ def key_path() -> Path:
 
 
 def _key() -> bytes:
-    """The signing key; the default key file is created (0600) on first use."""
+    """The signing key: ``$MAVIN_LEDGER_KEY`` (a cluster profile maps a Kubernetes secret to it),
+    else the key file; the default key file is created (0600) on first use."""
     from mavin_ops.bounded import InputError, read_bytes
 
+    if os.environ.get(KEY_VALUE_ENV):
+        key = os.environ[KEY_VALUE_ENV].strip().encode()
+        if len(key) < 32:
+            raise LedgerError(f"{KEY_VALUE_ENV} is shorter than 32 bytes; use a longer random secret")
+        return key
     path, mounted = key_path(), bool(os.environ.get(KEY_ENV))
     if not path.exists():
         if mounted:

@@ -156,12 +156,23 @@ def register_version(model: str, source: str, *, run_id: str | None = None, tags
 def record_gate(model: str, *, release: str, verdict: str, gate_json: str | os.PathLike, metrics: str | os.PathLike,
                 champion: str | None, champion_metrics_sha256: str = "", who: str | None = None) -> dict[str, Any]:
     """The gate step's verdict into the ledger: the sha256 of ``gate_json`` and of the
-    ``metrics`` it judged (and where they lie, relative to the home), and the champion it
-    compared against with the sha256 of that champion's metrics."""
+    ``metrics`` it judged, and the champion it compared against with the sha256 of that
+    champion's metrics. The metrics are kept by content inside the home
+    (``ledger/metrics/<sha256>.json``, on the shared volume on a cluster), where the next
+    gate reads them if this version becomes champion."""
+    from mavin_ops.data.manifest import atomic_writer
+
+    data = Path(metrics).read_bytes()
+    sha = ledger.sha256_bytes(data)
+    kept = settings.home() / "ledger" / "metrics" / f"{sha}.json"
+    if not kept.is_file() or ledger.sha256_bytes(kept.read_bytes()) != sha:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(kept.parent, kept.name, "wb") as fh:
+            fh.write(data)
     return ledger.append(
         model, "gate", _who(who), release=release, verdict=verdict,
         gate_sha256=ledger.sha256_bytes(Path(gate_json).read_bytes()),
-        metrics=settings.portable(Path(metrics).resolve()), metrics_sha256=ledger.sha256_bytes(Path(metrics).read_bytes()),
+        metrics=settings.portable(kept), metrics_sha256=sha,
         champion=None if champion in (None, "") else str(champion), champion_metrics_sha256=champion_metrics_sha256,
     )
 

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mavin_ops.bounded import shown
+
 __all__ = ["ConfigError", "ReleaseConfig", "load_release_config", "pipeline_arguments"]
 
 
@@ -102,7 +104,7 @@ def load_release_config(path: str | os.PathLike) -> ReleaseConfig:
         from mavin_ops.safety import redact
 
         msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(redact(f"{path}: {field}: {msg} (got {err.get('input')!r})")) from None
+        raise ConfigError(redact(f"{path}: {field}: {msg} (got {shown(err.get('input'))})")) from None
     base = path.resolve().parent
     fixes: dict[str, Any] = {}
     for name in ("policy", "source", "registry", "remote"):

@@ -143,3 +143,30 @@ def test_a_folder_that_cannot_be_listed_is_a_rejected_line_not_a_crash(tmp_path,
     found, rejected = find_sources([tmp_path])
     assert [rel for _, rel in found] == ["ok/a.mp4"]
     assert rejected == [{"source": "locked", "reason": "folder cannot be read (Permission denied)"}]
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("remote: {url: 's3://b', password: hunter2-secret}\n", "(got a mapping of 2 keys)"),
+    ("remote: [hunter2-secret, x]\n", "(got a list of 2 items)"),
+    ("seed: " + "'hunter2-secret" + "x" * 500 + "'\n", "x...x"),
+])
+def test_a_bad_value_is_echoed_short_and_a_mapping_never_shows_its_content(tmp_path, capsys, text, says):
+    config = tmp_path / "release.yaml"
+    config.write_text("preset: debug\n" + text)
+    assert main(["release", "--config", str(config)]) == 2
+    err = _one_line(capsys)
+    assert says in err and ("hunter2" not in err or says == "x...x") and len(err) < 300, err
+
+
+def test_manifest_lines_that_are_too_long_too_deep_or_not_utf8_are_named_not_fatal(tmp_path):
+    from mavin_ops.data import manifest
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    lines = [b'{"id": "c1"}', b'{"id": "' + b"x" * (manifest.MAX_LINE_BYTES + 10) + b'"}', b"[" * 100_000, b'{"id": "\xff"}', b'{"id": "c2"}']
+    (root / manifest.MANIFEST).write_bytes(b"\n".join(lines) + b"\n")
+    got = [(line.lineno, line.row, line.error) for line in manifest.read_manifest(root)]
+    assert [g[0] for g in got] == [1, 2, 3, 4, 5]
+    assert got[0][1] == {"id": "c1"} and got[4][1] == {"id": "c2"}
+    assert got[1][2].startswith("longer than 1048576 bytes") and "cannot be read (RecursionError)" in got[2][2]
+    assert got[3][2] == "byte 8 is not UTF-8; a manifest is UTF-8 text"

@@ -38,7 +38,7 @@ def test_profile_settings_land_in_the_platform_spec(tmp_path):
     ]
     assert validate_k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
     for name, spec in k8s.items():
-        assert {s["secretName"] for s in spec["secretAsEnv"]} == {"mavin-s3", "mavin-mlflow"}
+        assert {s["secretName"] for s in spec["secretAsEnv"]} == {"mavin-s3", "mavin-mlflow", "mavin-ledger"}
         assert spec["pvcMount"][0]["mountPath"] == "/mnt/cache"
     generate_k8s = next(e for name, e in k8s.items() if "generate-data" in name)
     assert "nodeSelector" not in generate_k8s  # only GPU steps go to the GPU pool

@@ -119,6 +119,11 @@ def test_the_key_file_is_private_and_a_mounted_key_must_exist(trail, monkeypatch
     (tmp_path / "mounted.key").write_text("another key entirely, long enough to sign with\n")
     with pytest.raises(ledger.LedgerError, match="record #1 does not carry the platform's signature"):
         ledger.read("m")  # a ledger signed with one key is not trusted under another
+    monkeypatch.setenv(ledger.KEY_VALUE_ENV, "short")
+    with pytest.raises(ledger.LedgerError, match="MAVIN_LEDGER_KEY is shorter than 32 bytes"):
+        ledger.read("m")
+    monkeypatch.setenv(ledger.KEY_VALUE_ENV, key.read_text())  # the same key, from a cluster secret
+    assert len(ledger.read("m")) == 6
 
 
 def test_mlflow_edits_without_the_key_are_named_and_serving_never_falls_back(trail, capsys):
@@ -177,12 +182,14 @@ def test_the_gate_reads_the_champions_metrics_by_content_only_from_inside_the_ho
     where.unlink()
     os.symlink("/etc/hostname", where)  # a link out of the home
     assert "leaves the state folder" in G.load_champion("m").error
-    # metrics judged outside the home: refused by where they are
+    # metrics judged outside the home are kept inside it, by content
     outside = tmp_path / "metrics.json"
-    outside.write_text("{}")
+    outside.write_text('{"judged": "outside"}')
     (tmp_path / "gate.json").write_text("{}")
     registry.record_gate("m", release="r-out", verdict="pass", gate_json=tmp_path / "gate.json", metrics=outside, champion=v1)
     v2 = registry.register_version("m", "/c2", tags={"mavin.gate": "pass", "mavin.triton_version": "1"})
     registry.record_registration("m", v2, registry.passed_gate("m", "r-out", tmp_path / "gate.json"), triton_version=1)
     registry.promote("m", v2, reason="second")
-    assert "are not inside the state folder" in G.load_champion("m").error
+    outside.write_text('{"judged": "changed since"}')
+    version, where, data = registry.champion_metrics("m")
+    assert version == v2 and where.startswith("mavin-home:/ledger/metrics/") and data == b'{"judged": "outside"}'

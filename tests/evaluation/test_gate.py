@@ -365,8 +365,7 @@ def test_champion_from_registry_blocks_a_regression(kit, tmp_path, policy_file, 
     metrics = kit.write_doc(tmp_path / "m.json", kit.metrics_doc({"sta": [0.90] * N, "tams": [0.9] * N}))
     d = G.run_gate(metrics, policy_file, tmp_path / "gate", model_name=model_name)
     assert not d.passed and d.champion["version"] == version
-    assert d.champion["source"].startswith("mavin-home:/") and d.champion["source"].endswith("metrics.json")
-    assert len(d.champion["metrics_sha256"]) == 64
+    assert d.champion["source"] == f"mavin-home:/ledger/metrics/{d.champion['metrics_sha256']}.json"
     assert [c.name for c in d.checks if not c.passed] == ["sta"]
 
 
