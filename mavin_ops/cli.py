@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -387,7 +388,7 @@ def _champion_triton_version(model: str, trust_alias: bool = False) -> int:
     if alias is None:
         raise UserError(f"model '{model}' has no champion alias in MLflow; name a published version with --version")
     tag = reader().model_version(model, alias).tags.get(registry.TRITON_TAG)
-    if not tag or not str(tag).isdigit():
+    if not re.fullmatch(r"[0-9]{1,9}", str(tag or "")):
         import reprlib
 
         raise UserError(f"champion alias of {model} names v{alias}, whose mavin.triton_version {reprlib.repr(tag)} is not a version number; pass --version")
@@ -1117,6 +1118,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.model.config import PresetError
     from mavin_ops.data.media import MediaError
     from mavin_ops.data.validate import DatasetError
+    from mavin_ops.ledger import LedgerError
     from mavin_ops.registry import PromotionError
     from mavin_ops.release import PreflightError, ResumeError
     from mavin_ops.pretrain import PretrainError
@@ -1133,7 +1135,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from mavin_ops.training.data import DataError
     from mavin_ops.training.trainer import TrainError
 
-    return (UserError, InputError, IngestError, ScriptError, VersioningError, PromotionError, ProfileError, LineageError,
+    return (UserError, InputError, IngestError, ScriptError, VersioningError, PromotionError, LedgerError, ProfileError, LineageError,
             EvaluationError, EncoderError, DetectorConfigError, PolicyError, MetricsFileError,
             GenerateError, ExportError, BaseError, PretrainError, ServerError, StoreError, CheckpointError, DataError, TrainError,
             PreflightError, ResumeError, ConfigError, PlanError, DataPresetError, PresetError, DatasetError, MediaError, RecipeError, RepositoryError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)

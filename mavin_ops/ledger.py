@@ -4,8 +4,9 @@ MLflow can be written by anyone with access to it (its UI moves aliases and edit
 nothing there is trusted for a promotion. The ledger is the platform's own record, one per
 model, under the state folder::
 
-    <home>/ledger/<model>.jsonl   one signed record per line, append-only
-    <home>/ledger/<model>.head    the head pointer: the last record's number and MAC, signed
+    <home>/ledger/<model>.jsonl           one signed record per line, append-only
+    <home>/secrets/heads/<model>.head     the head pointer: the last record's number and MAC,
+                                          signed, in the private folder beside the default key
 
 Records (``kind``):
 
@@ -20,7 +21,8 @@ Every record carries ``prev`` (the previous record's MAC; the first one's is :da
 and ``mac``, an HMAC-SHA256 over the rest under a key MLflow never sees: ``$MAVIN_LEDGER_KEY``
 (on a cluster, a Kubernetes secret the profile maps to it), ``$MAVIN_LEDGER_KEY_FILE`` (a mounted
 secret file), or ``<home>/secrets/ledger.key``, created 0600 on first use.
-The head pointer anchors the other end, so a deleted last record is seen too. Without the key,
+The head pointer anchors the other end, so a deleted last record, or a whole ledger deleted,
+is seen too. Without the key,
 no edit, insertion, deletion or reordering of records goes unnoticed: :func:`read` raises
 :class:`LedgerError` naming the first record that does not hold. What it cannot see: someone
 who holds the key, or who puts back a complete older copy of both files (keep the ledger on
@@ -35,6 +37,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -67,7 +70,7 @@ def key_path() -> Path:
     return Path(env) if env else settings.home() / "secrets" / "ledger.key"
 
 
-def _key() -> bytes:
+def _key(create: bool) -> bytes:
     """The signing key: ``$MAVIN_LEDGER_KEY`` (a cluster profile maps a Kubernetes secret to it),
     else the key file; the default key file is created (0600) on first use."""
     from mavin_ops.bounded import InputError, read_bytes
@@ -81,6 +84,8 @@ def _key() -> bytes:
     if not path.exists():
         if mounted:
             raise LedgerError(f"{KEY_ENV}={path}: no such file; mount the ledger key there (a secret of at least 32 random bytes)")
+        if not create:  # a new key would make every record look forged
+            raise LedgerError(f"the ledger key {path} is missing but ledgers exist; restore the key from a backup of the state folder")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):  # two first writers: one key
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -100,11 +105,16 @@ def _key() -> bytes:
 
 
 def _paths(model: str) -> tuple[Path, Path]:
+    """The ledger and its head pointer. The head lies beside the default key, in the private
+    ``secrets/`` folder: whoever can change it could as well read the key, so neither
+    deleting the ledger nor putting back an older copy of it goes unnoticed otherwise."""
     from mavin_ops.safety import check_name
 
-    folder = settings.home() / "ledger"
     check_name(model, "model name")
-    return folder / f"{model}.jsonl", folder / f"{model}.head"
+    return settings.home() / "ledger" / f"{model}.jsonl", settings.home() / "secrets" / "heads" / f"{model}.head"
+
+
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def _mac(key: bytes, body: dict[str, Any]) -> str:
@@ -123,16 +133,18 @@ def read(model: str) -> list[dict[str, Any]]:
     from mavin_ops.bounded import InputError, load_json, read_bytes
 
     path, head_path = _paths(model)
-    if not path.exists() and not head_path.exists():
+    if not os.path.lexists(path) and not os.path.lexists(head_path):
         return []
     where = f"{model}: the ledger {path}"
 
     def broken(what: str) -> LedgerError:
         return LedgerError(f"{where}: {what}: it was changed without the platform's key; restore it from a backup")
 
+    if path.is_symlink() or head_path.is_symlink():
+        raise broken("or its head pointer is a symbolic link")
     if not path.exists():
         raise broken("is missing but its head pointer is there (deleted)")
-    key = _key()
+    key = _key(create=False)
     try:
         lines = read_bytes(path, "a ledger", MAX_LEDGER_BYTES).decode("utf-8").splitlines()
     except (InputError, UnicodeDecodeError) as exc:
@@ -144,7 +156,7 @@ def read(model: str) -> list[dict[str, Any]]:
             rec = load_json(line[:1_000_000], f"line {n}")
         except InputError:
             raise broken(f"line {n} is not a record") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("mac"), str):
+        if not isinstance(rec, dict) or not isinstance(rec.get("mac"), str) or not _HEX.fullmatch(rec["mac"]):
             raise broken(f"line {n} is not a signed record")
         body = {k: v for k, v in rec.items() if k != "mac"}
         if not hmac.compare_digest(_mac(key, body), rec["mac"]):
@@ -161,8 +173,9 @@ def read(model: str) -> list[dict[str, Any]]:
         raise broken("has no head pointer (deleted)") from None
     except InputError:
         raise broken("has an unreadable head pointer") from None
-    seq, mac = (head.get("seq"), head.get("mac")) if isinstance(head, dict) else (None, None)
-    if not (isinstance(seq, int) and isinstance(mac, str) and hmac.compare_digest(_head_sig(key, model, seq, mac), str(head.get("sig")))):
+    seq, mac, sig = (head.get("seq"), head.get("mac"), head.get("sig")) if isinstance(head, dict) else (None, None, None)
+    if not (type(seq) is int and 0 < seq < 1 << 62 and all(isinstance(x, str) and _HEX.fullmatch(x) for x in (mac, sig))
+            and hmac.compare_digest(_head_sig(key, model, seq, mac), sig)):
         raise broken("has a head pointer the platform did not sign")
     if seq > len(records):
         raise broken(f"ends at record #{len(records)} but its head pointer says #{seq} (records deleted from the end)")
@@ -191,9 +204,10 @@ def append(model: str, kind: str, who: str, **fields: Any) -> dict[str, Any]:
         raise ValueError(f"ledger record kind must be one of {KINDS}, got {kind!r}")
     path, head_path = _paths(model)
     path.parent.mkdir(parents=True, exist_ok=True)
+    head_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _locked(model):
         records = read(model)
-        key = _key()
+        key = _key(create=not any(head_path.parent.glob("*.head")))  # the first ledger of the home makes the key
         body = {
             **fields,
             "seq": len(records) + 1,
@@ -204,7 +218,7 @@ def append(model: str, kind: str, who: str, **fields: Any) -> dict[str, Any]:
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         record = {**body, "mac": _mac(key, body)}
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n")
             fh.flush()

@@ -94,7 +94,8 @@ def reader(tracking_uri: str | None = None, mlflow: bool = False) -> Reader:
 
 def _version_number(version: str | int) -> int:
     """A version number, or -1 (matches nothing) for text that is not one (``'²'`` is a digit, not decimal)."""
-    return int(str(version)) if str(version).isdecimal() else -1
+    text = str(version)
+    return int(text) if text.isascii() and text.isdecimal() and len(text) <= 18 else -1  # (SQLite's integers are 64-bit)
 
 
 def local_artifact(store: Reader, uri: str) -> Path | None:

@@ -66,6 +66,14 @@ GATE_TAG = "mavin.gate"
 TRITON_TAG = "mavin.triton_version"
 
 
+def _mirrored_tags(reg: dict[str, Any]) -> dict[str, str]:
+    """The champion version's MLflow tags that must say what its ledger registration says."""
+    want = {GATE_TAG: "pass", TRITON_TAG: str(reg["triton_version"]), "mavin.release_id": str(reg.get("release", ""))}
+    if reg.get("checkpoint_sha256"):
+        want["mavin.checkpoint_sha256"] = str(reg["checkpoint_sha256"])
+    return want
+
+
 class PromotionError(RuntimeError):
     """A promotion or rollback that is not allowed; the message says why and what to do."""
 
@@ -192,9 +200,12 @@ def passed_gate(model: str, release: str, gate_json: str | os.PathLike) -> dict[
 
 def record_registration(model: str, version: str, gate: dict[str, Any], *, triton_version: int | str,
                         checkpoint_sha256: str = "", who: str | None = None) -> dict[str, Any]:
-    """Version ``version`` of ``model`` into the ledger, tied to its passed ``gate`` record."""
+    """Version ``version`` of ``model`` into the ledger, tied to its passed ``gate`` record,
+    with what MLflow says of it (its source), so a model replaced in MLflow is seen."""
+    source = reader().model_version(model, str(version)).source
     return ledger.append(model, "register", _who(who), version=str(version), gate=gate["seq"], gate_sha256=gate["gate_sha256"],
-                         release=gate.get("release", ""), triton_version=str(triton_version), checkpoint_sha256=checkpoint_sha256)
+                         release=gate.get("release", ""), triton_version=str(triton_version), checkpoint_sha256=checkpoint_sha256,
+                         source=source)
 
 
 def _passed(records: list[dict[str, Any]], model: str, version: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -313,23 +324,29 @@ def _mirror(model: str, records: list[dict[str, Any]]) -> list[str]:
 
     c, changed = _client(), []
     champ = ledger.champion(records)
+    have = {k: v for k, v in c.get_registered_model(model).tags.items() if k.startswith(AUDIT_PREFIX)}
+    if champ is None and (have or alias_version(model, mlflow=True) is not None):
+        raise PromotionError(f"{model}: the ledger is empty but MLflow has a champion alias or audit tags: the ledger may have been "
+                             "deleted; restore the state folder's ledger/ and secrets/ from a backup")
     try:
-        tags = c.get_model_version(model, champ).tags if champ is not None else {}
+        mv = c.get_model_version(model, champ) if champ is not None else None
     except MlflowException:
         raise PromotionError(f"the champion v{champ} of {model} was deleted from MLflow; roll back (`mavin-ops rollback {model} --reason ...`) or run a release") from None
+    reg = ledger.registration(records, champ) if champ is not None else None
+    if mv is not None and reg.get("source") not in (None, mv.source):
+        raise PromotionError(f"the champion v{champ} of {model} in MLflow is not the version the ledger registered (its source differs): "
+                             "the model was replaced in MLflow; roll back or restore MLflow from a backup")
     if alias_version(model, mlflow=True) != champ:
         if champ is None:
             c.delete_registered_model_alias(model, CHAMPION)
         else:
             c.set_registered_model_alias(model, CHAMPION, champ)
         changed.append(f"alias {CHAMPION} -> v{champ or '-'}")
-    if champ is not None:
-        reg = ledger.registration(records, champ)
-        for tag, want in ((GATE_TAG, "pass"), (TRITON_TAG, str(reg["triton_version"]))):
-            if tags.get(tag) != want:
-                c.set_model_version_tag(model, champ, tag, want)
-                changed.append(f"v{champ} {tag}={want}")
-    have = {k: v for k, v in c.get_registered_model(model).tags.items() if k.startswith(AUDIT_PREFIX)}
+    if mv is not None:
+        for tag, value in _mirrored_tags(reg).items():
+            if mv.tags.get(tag) != value:
+                c.set_model_version_tag(model, champ, tag, value)
+                changed.append(f"v{champ} {tag}={value}")
     want = {_mirror_key(r): _mirror_text(r) for r in records if r["kind"] == "move"}
     for key in sorted(set(have) - set(want)):
         c.delete_registered_model_tag(model, key)
@@ -443,23 +460,26 @@ def verify(model: str, *, mlflow: bool = False) -> list[str]:
     problems: list[str] = []
     fix = f"`mavin-ops verify {model} --repair` writes MLflow's copy again from the ledger"
     champ, alias = ledger.champion(records), alias_version(model, mlflow=mlflow)
-    mv_tags = None
+    mv = None
     if champ is not None:
         try:
-            mv_tags = store.model_version(model, champ).tags
+            mv = store.model_version(model, champ)
         except NotFound:  # (MLflow drops the alias with the version)
             problems.append(f"the champion v{champ} was deleted from MLflow; roll back (`mavin-ops rollback {model} --reason ...`) or run a release")
-    if alias != champ and not (champ is not None and mv_tags is None and alias is None):
+    if alias != champ and not (champ is not None and mv is None and alias is None):
         problems.append(
             f"the champion alias points at v{alias or '-'} but the ledger's champion is v{champ or '-'}: it was moved outside "
             f"mavin-ops (e.g. the MLflow UI) or a move was cut short; {fix}; move the champion with "
             f"`mavin-ops promote {model} VERSION --reason ...` or `mavin-ops rollback {model} --reason ...`"
         )
-    if mv_tags is not None:
+    if mv is not None:
         reg = ledger.registration(records, champ)
-        for tag, want_tag in ((GATE_TAG, "pass"), (TRITON_TAG, str(reg["triton_version"]) if reg else None)):
-            if mv_tags.get(tag) != want_tag:
-                problems.append(f"the champion v{champ}'s tag {tag} is {reprlib.repr(mv_tags.get(tag))} but the ledger says {want_tag!r}: "
+        if reg.get("source") not in (None, mv.source):
+            problems.append(f"the champion v{champ} in MLflow is not the version the ledger registered: its source is "
+                            f"{reprlib.repr(mv.source)}, the ledger says {reprlib.repr(reg['source'])} (the model was replaced in MLflow)")
+        for tag, want_tag in _mirrored_tags(reg).items():
+            if mv.tags.get(tag) != want_tag:
+                problems.append(f"the champion v{champ}'s tag {tag} is {reprlib.repr(mv.tags.get(tag))} but the ledger says {want_tag!r}: "
                                 f"edited outside mavin-ops; {fix}")
     want = {_mirror_key(r): r for r in records if r["kind"] == "move"}
     have = {k: v for k, v in tags.items() if k.startswith(AUDIT_PREFIX)}

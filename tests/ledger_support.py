@@ -17,13 +17,14 @@ CURRENT = object()
 
 
 def gated_version(model: str, *, against: Any = CURRENT, verdict: str = "pass", triton: int = 1,
-                  metrics: dict | None = None, tags: dict | None = None, source: str = "/ckpt") -> str:
+                  metrics: dict | None = None, tags: dict | None = None, source: str = "/ckpt",
+                  release: str = "") -> str:
     """A new version of ``model`` whose gate ran against ``against`` with ``verdict``. A failed
     gate registers the version in MLflow only (as a hand registration would): the ledger
     never registers it. ``metrics``: the metrics.json its gate judged (its champion's metrics
     when it becomes champion)."""
-    release = f"r-{uuid.uuid4().hex[:8]}"
-    folder = settings.home() / "pipelines" / "test-gates" / release
+    release = release or f"r-{uuid.uuid4().hex[:8]}"
+    folder = settings.home() / "pipelines" / "test-gates" / uuid.uuid4().hex[:8]
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps(metrics if metrics is not None else {"release": release}))
     (folder / "gate.json").write_text(json.dumps({"verdict": verdict, "release": release}))

@@ -18,13 +18,12 @@ from mavin_ops.cli import main
 
 @pytest.fixture
 def trail():
-    """m: v1 promoted, v2 promoted over it (triton versions 10 and 11); the ledger's paths."""
+    """m: v1 promoted, v2 promoted over it (triton versions 10 and 11); the ledger and its head pointer."""
     v1 = gated_version("m", triton=10)
     registry.promote("m", v1, reason="first")
     v2 = gated_version("m", triton=11)
     registry.promote("m", v2, reason="second")
-    folder = settings.home() / "ledger"
-    return folder / "m.jsonl", folder / "m.head"
+    return settings.home() / "ledger" / "m.jsonl", settings.home() / "secrets" / "heads" / "m.head"
 
 
 def _lines(path):
@@ -67,6 +66,7 @@ EDITS = {
     "delete the last record": (lambda lines: lines[:-1], "ends at record #5 but its head pointer says #6"),
     "not a record": (lambda lines: lines[:1] + ["{nope"] + lines[2:], "line 2 is not a record"),
     "nested deep": (lambda lines: lines + ["[" * 100_000], "line 7 is not a record"),
+    "a MAC that is not hex": (lambda lines: lines[:-1] + [lines[-1].replace('"mac":"', '"mac":"\\u00e9')], "line 6 is not a signed record"),
 }
 
 
@@ -193,3 +193,71 @@ def test_the_gate_reads_the_champions_metrics_by_content_only_from_inside_the_ho
     outside.write_text('{"judged": "changed since"}')
     version, where, data = registry.champion_metrics("m")
     assert version == v2 and where.startswith("mavin-home:/ledger/metrics/") and data == b'{"judged": "outside"}'
+
+
+@pytest.mark.parametrize("head", [{"seq": 6, "mac": "\u00e9", "sig": ["\u00e9"]}, {"seq": 6, "mac": "\ud800", "sig": "0" * 64},
+                                  {"seq": 2 ** 70, "mac": "0" * 64, "sig": "0" * 64}, [1]])
+def test_a_crafted_head_pointer_is_one_line(trail, capsys, head):
+    _, head_path = trail
+    head_path.write_text(json.dumps(head))
+    assert main(["serve", "--name", "m"]) == 2
+    assert "head pointer" in capsys.readouterr().err
+
+
+def test_a_deleted_ledger_is_named_and_repair_never_wipes_the_mirror(trail, capsys):
+    path, head = trail
+    path.unlink()
+    assert "is missing but its head pointer is there (deleted)" in registry.verify("m")[0]
+    head.unlink()  # (the head pointer lives beside the key: whoever can delete it holds the key)
+    assert main(["verify", "m", "--repair"]) == 2
+    assert "the ledger is empty but MLflow has a champion alias or audit tags" in capsys.readouterr().err
+    assert registry.alias_version("m") == "2"
+
+
+def test_symlinked_ledger_files_are_refused(tmp_path):
+    folder = settings.home() / "ledger"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.symlink(tmp_path / "elsewhere.jsonl", folder / "n.jsonl")
+    with pytest.raises(ledger.LedgerError, match="is a symbolic link"):
+        ledger.read("n")
+    with pytest.raises(ledger.LedgerError, match="is a symbolic link"):
+        ledger.append("n", "gate", "x", verdict="pass")
+    assert not (tmp_path / "elsewhere.jsonl").exists()
+
+
+def test_a_missing_key_is_never_made_anew_while_ledgers_exist(trail):
+    ledger.key_path().unlink()
+    with pytest.raises(ledger.LedgerError, match="key .* is missing but ledgers exist; restore the key"):
+        ledger.read("m")
+    with pytest.raises(ledger.LedgerError, match="is missing but ledgers exist"):
+        ledger.append("other", "gate", "x", verdict="pass")
+    assert not ledger.key_path().exists()
+
+
+def test_a_model_replaced_in_mlflow_is_named(trail):
+    """Delete the registered model and build it again with the same tags, alias and audit
+    tags, but another checkpoint behind the champion: its source gives it away."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(settings.tracking_uri())
+    old = c.get_registered_model("m").tags
+    versions = {v: c.get_model_version("m", v) for v in ("1", "2")}
+    c.delete_registered_model("m")
+    c.create_registered_model("m", tags=old)
+    for v in ("1", "2"):
+        c.create_model_version("m", "s3://attacker/evil" if v == "2" else versions[v].source, tags=versions[v].tags)
+    c.set_registered_model_alias("m", "champion", "2")
+    assert registry.verify("m") == ["the champion v2 in MLflow is not the version the ledger registered: its source is "
+                                    "'s3://attacker/evil', the ledger says '/ckpt' (the model was replaced in MLflow)"]
+    with pytest.raises(registry.PromotionError, match="not the version the ledger registered"):
+        registry.repair("m")
+
+
+def test_odd_version_numbers_and_tags_are_one_line(trail, capsys):
+    from mlflow.tracking import MlflowClient
+
+    assert main(["promote", "m", "9223372036854775808", "--reason", "x"]) == 2
+    assert "has no version" in capsys.readouterr().err
+    MlflowClient(settings.tracking_uri()).set_model_version_tag("m", "2", "mavin.triton_version", "\u00b2")
+    assert main(["serve", "--name", "m", "--trust-alias"]) == 2
+    assert "is not a version number" in capsys.readouterr().err

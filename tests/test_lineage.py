@@ -28,7 +28,7 @@ def fake_release(release_id: str) -> None:
 
 def test_lineage_walks_from_served_version_to_commit(tmp_path, capsys):
     fake_release("rel-1")
-    v = gated_version("m", triton=3, source="/ckpt/joint", tags={"mavin.release_id": "rel-1", "mavin.gate_report": "/g.json"})
+    v = gated_version("m", triton=3, source="/ckpt/joint", release="rel-1", tags={"mavin.gate_report": "/g.json"})
     registry.promote("m", v, reason="first")
     chain = lineage.lineage("m@champion")
     kinds = [link.kind for link in chain]
