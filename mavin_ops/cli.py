@@ -376,13 +376,13 @@ def _champion_triton_version(model: str, trust_alias: bool = False) -> int:
     from mavin_ops.reader import reader
 
     if not trust_alias:
-        problems = registry.verify(model)
-        if problems:
-            raise UserError(f"{model}: {problems[0]} (or pass --trust-alias to serve what the alias names anyway)")
         version = registry.champion_triton_version(model)
         if version is None:
             raise UserError(f"model '{model}' has no champion in the ledger; run a release that passes the gate "
                             "(mavin-ops release) or name a published version with --version")
+        problems = registry.verify(model)
+        if problems:
+            raise UserError(f"{model}: {problems[0]} (or pass --trust-alias to serve what the alias names anyway)")
         return version
     alias = registry.alias_version(model)
     if alias is None:
