@@ -32,7 +32,6 @@ storage that keeps versions if that matters).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
@@ -41,7 +40,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mavin_ops import settings
 
@@ -185,15 +184,6 @@ def read(model: str) -> list[dict[str, Any]]:
     return records
 
 
-@contextlib.contextmanager
-def _locked(model: str) -> Iterator[None]:
-    folder = settings.home() / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"ledger-{model}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
 def append(model: str, kind: str, who: str, **fields: Any) -> dict[str, Any]:
     """Append a signed record of ``kind`` to ``model``'s ledger (after checking the whole
     ledger: nothing is added to one that was tampered with) and move the head pointer;
@@ -205,7 +195,7 @@ def append(model: str, kind: str, who: str, **fields: Any) -> dict[str, Any]:
     path, head_path = _paths(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     head_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with _locked(model):
+    with settings.home_lock(f"ledger-{model}"):
         records = read(model)
         key = _key(create=not any(head_path.parent.glob("*.head")))  # the first ledger of the home makes the key
         body = {

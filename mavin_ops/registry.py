@@ -25,15 +25,13 @@ Lineage tags on a model version (read by ``mavin-ops lineage``, for people):
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import getpass
 import json
 import os
 import reprlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mavin_ops import ledger, settings
 from mavin_ops.reader import NotFound, reader
@@ -119,17 +117,9 @@ def _who(who: str | None) -> str:
         return "unknown"
 
 
-@contextlib.contextmanager
-def _lock(model: str) -> Iterator[None]:
-    """Serialize alias moves of one model on this machine (and on a shared MAVIN_HOME)."""
-    folder = settings.home() / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"registry-{model}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _lock(model: str):
+    """Serialize champion moves of one model on this machine (and on a shared MAVIN_HOME)."""
+    return settings.home_lock(f"registry-{model}")
 
 
 def _ledger(model: str) -> list[dict[str, Any]]:

@@ -13,10 +13,12 @@ the same scheme through :class:`mavin_ops.home_artifacts.HomeArtifactRepository`
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
-__all__ = ["HOME_SCHEME", "artifact_root", "artifact_root_uri", "home", "local_path", "portable", "tracking_uri"]
+__all__ = ["HOME_SCHEME", "artifact_root", "artifact_root_uri", "home", "home_lock", "local_path", "portable", "tracking_uri"]
 
 #: The URI scheme of a reference relative to the home: ``mavin-home:/runs/r1/train/id``.
 HOME_SCHEME = "mavin-home"
@@ -83,3 +85,16 @@ def local_path(ref: str | os.PathLike, root: str | os.PathLike | None = None) ->
     if u.scheme == "file":
         return Path(unquote(u.path))
     return Path(text)
+
+
+@contextlib.contextmanager
+def home_lock(name: str) -> Iterator[None]:
+    """Hold the exclusive lock ``<home>/locks/<name>.lock`` for the block, waiting for it: one
+    holder at a time on this machine (and on a shared home). It goes with the process."""
+    import fcntl
+
+    folder = home() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
