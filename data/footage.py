@@ -22,7 +22,6 @@ in the tests (hard cuts and a dissolve at known times, espeak-ng speech in two v
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import os
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mavin_ops.data.manifest import sha256_file
 
 __all__ = [
     "ANALYSIS_RATE",
@@ -152,14 +152,6 @@ class Footage:
 # --------------------------------------------------------------------------- lineage
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
@@ -187,12 +179,12 @@ def _detector_info() -> dict[str, dict[str, Any]]:
         "shots": {"name": "pyscenedetect-content+linearity-dissolve", "package": "scenedetect-headless",
                   "version": _version("scenedetect-headless"), "weights_sha256": None},
         "speech": {"name": "silero-vad", "package": "silero-vad", "version": _version("silero-vad"),
-                   "weights": w["speech"].name, "weights_sha256": _sha256(w["speech"])},
+                   "weights": w["speech"].name, "weights_sha256": sha256_file(w["speech"])},
         "speakers": {"name": "resemblyzer-voice-encoder", "package": "Resemblyzer", "version": _version("Resemblyzer"),
-                     "weights": w["speakers"].name, "weights_sha256": _sha256(w["speakers"])},
+                     "weights": w["speakers"].name, "weights_sha256": sha256_file(w["speakers"])},
         "faces": {"name": "opencv-haar-frontalface", "package": "opencv-python-headless",
                   "version": _version("opencv-python-headless"), "weights": w["faces"].name,
-                  "weights_sha256": _sha256(w["faces"])},
+                  "weights_sha256": sha256_file(w["faces"])},
     }
 
 

@@ -52,6 +52,7 @@ from .captioner import Captioner, captioner_from_env
 from . import manifest as _manifest
 from . import media, mtss
 from .synth import SynthConfig, get_preset
+from mavin_ops.errors import MavinError
 
 __all__ = ["INGEST_VERSION", "VIDEO_SUFFIXES", "IngestError", "IngestSettings", "find_sources", "ingest"]
 
@@ -63,7 +64,7 @@ REJECTED = "rejected.jsonl"
 REPORT = "ingest.json"
 
 
-class IngestError(ValueError):
+class IngestError(MavinError, ValueError):
     """A user's mistake in calling ingest (no sources, an output folder that is not ours)."""
 
 

@@ -77,6 +77,10 @@ def decode_line(lineno: int, text: str) -> ManifestLine | None:
         return ManifestLine(lineno, text[:200], None, f"JSON that cannot be read ({type(exc).__name__})")
     if not isinstance(row, dict):
         return ManifestLine(lineno, text, None, f"expected a JSON object, got {type(row).__name__}")
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # "\ud800": JSON allows it, no file, table or terminal can hold it
+        return ManifestLine(lineno, text[:200], None, "a string holds a lone UTF-16 surrogate (\\udXXX); write the character itself")
     return ManifestLine(lineno, text, row)
 
 
@@ -86,7 +90,7 @@ def read_manifest(root: str | os.PathLike) -> Iterator[ManifestLine]:
     path = Path(root) / MANIFEST
     with open(path, "rb") as fh:
         for n, raw in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), start=1):
-            if len(raw) > MAX_LINE_BYTES:  # read no more of it than the cap, and skip the rest
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):  # over the cap: read no more of it, skip the rest
                 while (rest := fh.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
                     pass
                 yield ManifestLine(n, "", None, f"longer than {MAX_LINE_BYTES} bytes; a manifest line describes one clip")
@@ -136,12 +140,10 @@ def write_manifest(root: str | os.PathLike, rows: Iterable[dict[str, Any]], name
     return Path(root) / name
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in blocks: the one file digest of the project."""
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def media_paths(row: dict[str, Any]) -> list[str]:

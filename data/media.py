@@ -23,6 +23,7 @@ import numpy as np
 
 from . import manifest as _manifest
 from . import mtss
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "Clip",
@@ -40,7 +41,7 @@ _PCM_SCALE = 32767.0
 _AAC_FRAME = 1024  # samples per AAC frame
 
 
-class MediaError(ValueError):
+class MediaError(MavinError, ValueError):
     """A media file that cannot be read or written, or does not match its manifest row."""
 
 

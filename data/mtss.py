@@ -39,6 +39,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "CATEGORIES",
@@ -113,7 +114,7 @@ class Issue:
         }
 
 
-class ScriptError(ValueError):
+class ScriptError(MavinError, ValueError):
     """A script that cannot be used. ``issues`` holds every located problem found."""
 
     def __init__(self, issues: Iterable[Issue]):

@@ -70,6 +70,7 @@ import numpy as np
 
 from . import manifest as _manifest
 from . import media, mtss
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "AMBIENT_RMS",
@@ -145,7 +146,7 @@ class SynthConfig:
             raise ValueError(f"preset {self.name}: needs at least one train clip, one eval clip and one clip per source")
 
 
-class PresetError(ValueError):
+class PresetError(MavinError, ValueError):
     """An unknown dataset preset name or generation setting (a user's mistake)."""
 
 

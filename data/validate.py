@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from . import manifest as _manifest
 from . import mtss
+from mavin_ops.errors import MavinError
 
 if TYPE_CHECKING:  # pandas and Great Expectations load only when a validation runs
     import pandas as pd
@@ -891,15 +892,13 @@ def _quarantine_records(path: Path, entries: list[tuple[int, int, Any, list[str]
     with open(path, "rb") as fh:
         for lineno, offset, rid, reasons in entries:
             fh.seek(offset)
-            raw = fh.readline()
+            raw = fh.readline(_manifest.MAX_LINE_BYTES + 1)
             record: dict[str, Any] = {"line": lineno, "id": rid if isinstance(rid, str) else None, "reasons": reasons}
-            try:
-                row = json.loads(raw)
-                if not isinstance(row, dict):
-                    raise ValueError
-                record["row"] = row
-            except ValueError:  # malformed JSON, or not UTF-8
-                record["text"] = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            decoded = _manifest.decode_line(lineno, raw.decode("utf-8", errors="replace")) if len(raw) <= _manifest.MAX_LINE_BYTES else None
+            if decoded is not None and decoded.row is not None:
+                record["row"] = decoded.row
+            else:  # malformed JSON, not UTF-8, too deep or too long: the start of its text
+                record["text"] = raw[:2000].decode("utf-8", errors="replace").rstrip("\r\n")
             yield record
 
 
@@ -1127,7 +1126,7 @@ def validate_dataset(
 # --------------------------------------------------------------------------- the validated dataset
 
 
-class DatasetError(ValueError):
+class DatasetError(MavinError, ValueError):
     """A dataset folder cannot be read as clips: the message names the file and what to do."""
 
 

@@ -38,6 +38,7 @@ import yaml
 
 from mavin_ops import settings
 from mavin_ops.safety import check_name, redact, redact_url, safe_join
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "DatasetVersion",
@@ -58,7 +59,7 @@ SUBPROCESS_TIMEOUT = 600.0
 TIMEOUT_ENV = "MAVIN_SUBPROCESS_TIMEOUT"
 
 
-class VersioningError(RuntimeError):
+class VersioningError(MavinError, RuntimeError):
     """A DVC or git step failed; the message names the command and its output."""
 
 

@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 import numpy as np
 
 from mavin_ops.evaluation.metrics import Interval, union_intervals
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "KINDS",
@@ -76,7 +77,7 @@ __all__ = [
 ]
 
 
-class DetectorConfigError(ValueError):
+class DetectorConfigError(MavinError, ValueError):
     """A detector config that cannot be used: names the config key, the problem and the fix."""
 
 

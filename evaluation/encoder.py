@@ -30,7 +30,6 @@ references of other characters (of the same clip and of other clips) as presence
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from mavin_ops.errors import MavinError
+from mavin_ops.data.manifest import sha256_file
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -65,7 +66,7 @@ SIZE = 32  # frames are resized (nearest) to SIZE x SIZE
 DIM = 64
 
 
-class EncoderError(ValueError):
+class EncoderError(MavinError, ValueError):
     """An encoder file that cannot be used (missing, changed, wrong format)."""
 
 
@@ -151,14 +152,6 @@ def _to_input(frames: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(_resize(frames).transpose(0, 3, 1, 2))).float() / 255.0
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class WorldEncoder:
@@ -261,7 +254,7 @@ def load_encoder(path: str | os.PathLike | None = None) -> WorldEncoder:
         info = json.loads(lineage.read_text())
     except ValueError as exc:
         raise EncoderError(f"{lineage}: not valid JSON ({exc}); train the encoder again") from None
-    got = _sha256(p)
+    got = sha256_file(p)
     if info.get("sha256") != got:
         raise EncoderError(f"{p}: sha256 {got[:12]}... is not the {str(info.get('sha256'))[:12]}... its lineage file records; the file changed")
     recipe = EncoderRecipe(**{k: v for k, v in (info.get("recipe") or {}).items() if k in EncoderRecipe.__dataclass_fields__})
@@ -484,7 +477,7 @@ def train_encoder(
     import torch
     from safetensors.torch import save as save_bytes
 
-    from mavin_ops.data.manifest import atomic_writer, sha256_file
+    from mavin_ops.data.manifest import atomic_writer
     from mavin_ops.data.validate import read_clips
 
     recipe = recipe or EncoderRecipe()
@@ -540,7 +533,7 @@ def train_encoder(
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_writer(out.parent, out.name, "wb") as fh:
             fh.write(save_bytes({k: v.contiguous() for k, v in net.state_dict().items()}))
-        sha = _sha256(out)
+        sha = sha256_file(out)
         mavinset = root / "mavinset.json"
         info: dict[str, Any] = {
             "schema": "mavin-ops/encoder/v1",

@@ -61,6 +61,7 @@ import numpy as np
 from mavin_ops.bounded import shown
 from mavin_ops.evaluation.metrics import METRICS
 from mavin_ops.evaluation.results import MetricsFileError, parse_metrics, read_metrics, write_json
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "CHAMPION_ALIAS",
@@ -100,7 +101,7 @@ _BOOTSTRAP_KEYS = ("resamples", "confidence", "seed")
 _PROFILES = ("synthetic", "footage")
 
 
-class PolicyError(ValueError):
+class PolicyError(MavinError, ValueError):
     """A gate policy file that cannot be used: names the file, the field and the fix."""
 
 

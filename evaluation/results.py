@@ -24,6 +24,7 @@ import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "METRICS_FILE",
@@ -42,7 +43,7 @@ METRICS_FILE = "metrics.json"
 _NONFINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
-class MetricsFileError(ValueError):
+class MetricsFileError(MavinError, ValueError):
     """A metrics.json that cannot be used: names the file and the field."""
 
 

@@ -60,6 +60,7 @@ from mavin_ops.evaluation import metrics as M
 from mavin_ops.evaluation.detectors import DetectorSuite, build_suite
 from mavin_ops.evaluation.regions import ShotRegions, foreground_mask, layouts_from_world, locate
 from mavin_ops.evaluation.results import METRICS_FILE, SCHEMA, benchmark_digest, write_json
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "CHARACTER_CATEGORIES",
@@ -83,7 +84,7 @@ CHARACTER_CATEGORIES = ("person", "animal", "object")
 VAL_KEYS = ("val_loss_video", "val_loss_audio")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(MavinError, ValueError):
     """Inputs the runner cannot evaluate: names the clip, file or field and the fix."""
 
 

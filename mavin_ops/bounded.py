@@ -17,6 +17,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from mavin_ops.errors import MavinError
 
 __all__ = ["MAX_FILE_BYTES", "InputError", "load_json", "load_yaml", "read_bytes", "read_text", "shown"]
 
@@ -24,7 +25,7 @@ __all__ = ["MAX_FILE_BYTES", "InputError", "load_json", "load_yaml", "read_bytes
 MAX_FILE_BYTES = 8 << 20
 
 
-class InputError(ValueError):
+class InputError(MavinError, ValueError):
     """A file the user gave cannot be read as what it should be; one line that names it."""
 
 
@@ -72,7 +73,11 @@ def read_text(path: str | os.PathLike, what: str, limit: int = MAX_FILE_BYTES) -
 def load_json(text: str | bytes, where: str) -> Any:
     """Parse JSON; errors name ``where`` and the line and column."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        raise InputError(f"{where}: a string holds a lone UTF-16 surrogate (\\udXXX); write the character itself") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:

@@ -36,11 +36,12 @@ import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
+from mavin_ops.errors import MavinError
 
 __all__ = ["build_parser", "main"]
 
 
-class UserError(Exception):
+class UserError(MavinError):
     """An error the user can fix; printed as one line."""
 
 
@@ -1102,43 +1103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from mavin_ops.bounded import InputError
-    from mavin_ops.data.mtss import ScriptError
-    from mavin_ops.data.versioning import VersioningError
-    from mavin_ops.lineage import LineageError
-    from mavin_ops.pipelines.cluster import ProfileError
-    from mavin_ops.evaluation.detectors import DetectorConfigError
-    from mavin_ops.evaluation.gate import PolicyError
-    from mavin_ops.evaluation.results import MetricsFileError
-    from mavin_ops.evaluation.runner import EvaluationError
-    from mavin_ops.evaluation.encoder import EncoderError
-    from mavin_ops.foundation import BaseError
-    from mavin_ops.data.synth import PresetError as DataPresetError
-    from mavin_ops.data.ingest import IngestError
-    from mavin_ops.model.config import PresetError
-    from mavin_ops.data.media import MediaError
-    from mavin_ops.data.validate import DatasetError
-    from mavin_ops.ledger import LedgerError
-    from mavin_ops.registry import PromotionError
-    from mavin_ops.release import PreflightError, ResumeError
-    from mavin_ops.pretrain import PretrainError
-    from mavin_ops.release_config import ConfigError
-    from mavin_ops.training.plan import PlanError
-    from mavin_ops.serving.repository import RepositoryError
-    from mavin_ops.training.recipes import RecipeError
-    from mavin_ops.safety import UnsafeName, UnsafePath, UnsafeURL
-    from mavin_ops.serving.client import GenerateError
-    from mavin_ops.serving.export import ExportError
-    from mavin_ops.serving.server import ServerError
-    from mavin_ops.serving.store import StoreError
-    from mavin_ops.training.checkpoint import CheckpointError
-    from mavin_ops.training.data import DataError
-    from mavin_ops.training.trainer import TrainError
-
-    return (UserError, InputError, IngestError, ScriptError, VersioningError, PromotionError, LedgerError, ProfileError, LineageError,
-            EvaluationError, EncoderError, DetectorConfigError, PolicyError, MetricsFileError,
-            GenerateError, ExportError, BaseError, PretrainError, ServerError, StoreError, CheckpointError, DataError, TrainError,
-            PreflightError, ResumeError, ConfigError, PlanError, DataPresetError, PresetError, DatasetError, MediaError, RecipeError, RepositoryError, UnsafeName, UnsafePath, UnsafeURL, FileNotFoundError, FileExistsError)
+    """What the command line prints as one line (exit 2): the platform's error root, and a
+    file named on the command line that is missing or already there."""
+    return (MavinError, FileNotFoundError, FileExistsError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

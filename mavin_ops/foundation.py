@@ -35,6 +35,7 @@ from typing import Any
 from mavin_ops import settings
 from mavin_ops.data.manifest import atomic_writer
 from mavin_ops.data.manifest import sha256_file as _sha256
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "BASE_MODEL",
@@ -63,7 +64,7 @@ CARD_FORMAT = 1
 _CARD_MAX_BYTES = 1 << 20
 
 
-class BaseError(ValueError):
+class BaseError(MavinError, ValueError):
     """A base that cannot be used: the message names it and what to do (a user's mistake)."""
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from mavin_ops import settings
+from mavin_ops.errors import MavinError
 
 __all__ = ["GENESIS", "KEY_ENV", "KEY_VALUE_ENV", "KINDS", "LedgerError", "append", "champion", "gate_record", "key_path", "read", "registration", "sha256_bytes"]
 
@@ -56,7 +57,7 @@ KINDS = ("gate", "register", "move")
 MAX_LEDGER_BYTES = 64 << 20
 
 
-class LedgerError(RuntimeError):
+class LedgerError(MavinError, RuntimeError):
     """The ledger (or its key) cannot be trusted as it is; one line that names the record."""
 
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mavin_ops.reader import NotFound, Reader, Run, Version, reader
+from mavin_ops.errors import MavinError
 
 __all__ = ["Link", "LineageError", "lineage", "render_html", "render_text"]
 
 
-class LineageError(LookupError):
+class LineageError(MavinError, LookupError):
     """The model reference cannot be resolved; names it and what to do."""
 
 

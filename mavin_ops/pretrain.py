@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from mavin_ops import settings, tracking
+from mavin_ops.errors import MavinError
 
 __all__ = ["MIN_SEED", "WORLDS", "PretrainError", "PretrainResult", "pretrain_command", "run_pretrain"]
 
@@ -32,7 +33,7 @@ MIN_SEED = 1000
 WORLDS = {"debug": "debug", "tiny": "base"}
 
 
-class PretrainError(ValueError):
+class PretrainError(MavinError, ValueError):
     """Arguments ``mavin-ops pretrain`` refuses (a user's mistake)."""
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from mavin_ops import ledger, settings
 from mavin_ops.reader import NotFound, reader
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "ANY_CHAMPION",
@@ -72,7 +73,7 @@ def _mirrored_tags(reg: dict[str, Any]) -> dict[str, str]:
     return want
 
 
-class PromotionError(RuntimeError):
+class PromotionError(MavinError, RuntimeError):
     """A promotion or rollback that is not allowed; the message says why and what to do."""
 
 
@@ -109,12 +110,19 @@ def _client():
 
 
 def _who(who: str | None) -> str:
-    if who:
-        return who
-    try:
-        return os.environ.get("MAVIN_USER") or getpass.getuser()
-    except Exception:
-        return "unknown"
+    if not who:
+        try:
+            who = os.environ.get("MAVIN_USER") or getpass.getuser()
+        except Exception:
+            who = "unknown"
+    return _bounded(who, "who", 200)
+
+
+def _bounded(text: str, what: str, limit: int) -> str:
+    """Free text bound for a signed record (and MLflow's copy of it): one line, at most ``limit``."""
+    if len(text) > limit or "\n" in text or "\0" in text:
+        raise PromotionError(f"{what} must be one line of at most {limit} characters; say it shorter")
+    return text
 
 
 def _lock(model: str):
@@ -169,7 +177,7 @@ def record_gate(model: str, *, release: str, verdict: str, gate_json: str | os.P
             fh.write(data)
     return ledger.append(
         model, "gate", _who(who), release=release, verdict=verdict,
-        gate_sha256=ledger.sha256_bytes(Path(gate_json).read_bytes()),
+        gate_sha256=ledger.sha256_bytes(Path(gate_json).read_bytes()), gate_json=settings.portable(Path(gate_json).resolve()),
         metrics=settings.portable(kept), metrics_sha256=sha,
         champion=None if champion in (None, "") else str(champion), champion_metrics_sha256=champion_metrics_sha256,
     )
@@ -192,10 +200,10 @@ def record_registration(model: str, version: str, gate: dict[str, Any], *, trito
                         checkpoint_sha256: str = "", who: str | None = None) -> dict[str, Any]:
     """Version ``version`` of ``model`` into the ledger, tied to its passed ``gate`` record,
     with what MLflow says of it (its source), so a model replaced in MLflow is seen."""
-    source = reader().model_version(model, str(version)).source
+    mv = reader().model_version(model, str(version))
     return ledger.append(model, "register", _who(who), version=str(version), gate=gate["seq"], gate_sha256=gate["gate_sha256"],
                          release=gate.get("release", ""), triton_version=str(triton_version), checkpoint_sha256=checkpoint_sha256,
-                         source=source)
+                         source=mv.source, run_id=mv.run_id)
 
 
 def _passed(records: list[dict[str, Any]], model: str, version: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -323,8 +331,8 @@ def _mirror(model: str, records: list[dict[str, Any]]) -> list[str]:
     except MlflowException:
         raise PromotionError(f"the champion v{champ} of {model} was deleted from MLflow; roll back (`mavin-ops rollback {model} --reason ...`) or run a release") from None
     reg = ledger.registration(records, champ) if champ is not None else None
-    if mv is not None and reg.get("source") not in (None, mv.source):
-        raise PromotionError(f"the champion v{champ} of {model} in MLflow is not the version the ledger registered (its source differs): "
+    if mv is not None and (reg.get("source") not in (None, mv.source) or reg.get("run_id") not in (None, mv.run_id or "")):
+        raise PromotionError(f"the champion v{champ} of {model} in MLflow is not the version the ledger registered (its source or run differs): "
                              "the model was replaced in MLflow; roll back or restore MLflow from a backup")
     if alias_version(model, mlflow=True) != champ:
         if champ is None:
@@ -350,7 +358,8 @@ def _mirror(model: str, records: list[dict[str, Any]]) -> list[str]:
 
 def _move(model: str, action: str, frm: str | None, to: str, who: str | None, why: str, gate_report: str) -> AuditRecord:
     """Record the move in the ledger (from then on it is done), then mirror it in MLflow."""
-    rec = ledger.append(model, "move", _who(who), action=action, **{"from": frm, "to": to}, why=why, gate_report=gate_report)
+    rec = ledger.append(model, "move", _who(who), action=action, **{"from": frm, "to": to}, why=_bounded(why, "--reason", 2000),
+                        gate_report=gate_report)
     records = _ledger(model)
     _mirror(model, records)
     return _audit(model, rec, sum(1 for r in records if r["kind"] == "move"))
@@ -399,8 +408,7 @@ def promote(
                 f"{model} v{version} cannot be promoted: its gate ran against another champion (v{gate.get('champion') or '-'}, "
                 f"now v{current or '-'}); run a new release to gate it against the current one"
             )
-        report = reader().model_version(model, version).tags.get("mavin.gate_report", "")
-        return _move(model, "promote", current, version, who, reason, report)
+        return _move(model, "promote", current, version, who, reason, str(gate.get("gate_json", "")))
 
 
 def rollback(model: str, *, reason: str, who: str | None = None) -> AuditRecord:
@@ -417,12 +425,12 @@ def rollback(model: str, *, reason: str, who: str | None = None) -> AuditRecord:
         previous = next((r.get("from") for r in reversed(records) if r["kind"] == "move" and r["action"] == "promote" and str(r["to"]) == current), None)
         if previous is None:
             raise PromotionError(f"{model} v{current} has no previous champion in the ledger; nothing to roll back to")
-        _passed(records, model, previous)
+        _, gate = _passed(records, model, previous)
         try:
-            report = reader().model_version(model, previous).tags.get("mavin.gate_report", "")
+            reader().model_version(model, previous)
         except NotFound:
             raise PromotionError(f"{model} v{previous} was deleted from MLflow; it cannot be served again, nothing to roll back to") from None
-        return _move(model, "rollback", current, previous, who, reason, report)
+        return _move(model, "rollback", current, previous, who, reason, str(gate.get("gate_json", "")))
 
 
 # --------------------------------------------------------------------------- checking
@@ -464,9 +472,15 @@ def verify(model: str, *, mlflow: bool = False) -> list[str]:
         )
     if mv is not None:
         reg = ledger.registration(records, champ)
-        if reg.get("source") not in (None, mv.source):
-            problems.append(f"the champion v{champ} in MLflow is not the version the ledger registered: its source is "
-                            f"{reprlib.repr(mv.source)}, the ledger says {reprlib.repr(reg['source'])} (the model was replaced in MLflow)")
+        for what, got in (("source", mv.source), ("run", mv.run_id)):
+            key = "run_id" if what == "run" else what
+            if reg.get(key) not in (None, got):
+                problems.append(f"the champion v{champ} in MLflow is not the version the ledger registered: its {what} is "
+                                f"{reprlib.repr(got)}, the ledger says {reprlib.repr(reg[key])} (the model was replaced in MLflow)")
+        try:
+            champion_metrics(model)
+        except PromotionError as exc:
+            problems.append(f"{exc}; the next gate cannot compare against the champion")
         for tag, want_tag in _mirrored_tags(reg).items():
             if mv.tags.get(tag) != want_tag:
                 problems.append(f"the champion v{champ}'s tag {tag} is {reprlib.repr(mv.tags.get(tag))} but the ledger says {want_tag!r}: "

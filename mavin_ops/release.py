@@ -27,6 +27,7 @@ from typing import Callable, Iterator, TextIO
 
 from mavin_ops import settings, tracking
 from mavin_ops.console import ReleaseConsole, task_names
+from mavin_ops.errors import MavinError
 
 __all__ = ["PreflightError", "ReleaseResult", "ResumeError", "preflight", "run_release"]
 
@@ -34,11 +35,15 @@ __all__ = ["PreflightError", "ReleaseResult", "ResumeError", "preflight", "run_r
 ARGS_TAG = "mavin.release_args"
 
 
-class ResumeError(ValueError):
+#: What a release's verdict can be (the ``mavin.verdict`` tag; a failed release has none).
+VERDICTS = ("promoted", "not promoted")
+
+
+class ResumeError(MavinError, ValueError):
     """A release cannot be (re)run under this release id."""
 
 
-class PreflightError(ValueError):
+class PreflightError(MavinError, ValueError):
     """A release argument that would only fail deep inside the pipeline: refused before it starts."""
 
 
@@ -74,7 +79,11 @@ def preflight(args: dict) -> None:
 
         if args.get("dataset_rev"):
             raise PreflightError("--source ingests new footage and --dataset-rev reuses a registry version; pass one of them")
-        if not Path(args["source"]).exists():
+        try:
+            there = Path(args["source"]).exists()
+        except OSError as exc:  # a name too long for the file system
+            raise PreflightError(f"--source {args['source'][:200]}: {exc.strerror or type(exc).__name__}; pass the folder of your videos") from None
+        if not there:
             raise PreflightError(f"--source {args['source']}: no such file or folder; pass the folder of your videos")
         if not find_sources([args["source"]])[0]:
             raise PreflightError(f"--source {args['source']}: no video files (.mp4, .mov, .mkv, .webm) in it")
@@ -636,15 +645,20 @@ def list_releases(limit: int = 20) -> list[dict]:
     import datetime as dt
 
     from mavin_ops.bounded import load_json, read_text
-    from mavin_ops.safety import check_name
+    from mavin_ops.safety import NAME_PATTERN, check_name
 
     root = settings.home() / "releases"
     out = []
+    def version(v: object) -> str | None:  # what a record may say of a champion: a version number
+        return str(v) if isinstance(v, (str, int)) and str(v).isascii() and str(v).isdecimal() and len(str(v)) <= 18 else None
+
     for folder in (root.iterdir() if root.is_dir() else []):
         try:
             check_name(folder.name, "release id")
         except ValueError:
             continue  # not a folder a release wrote
+        if folder.is_symlink() or not folder.is_dir():
+            continue
         entry: dict = {"release_id": folder.name, "page": ""}
         try:
             record = load_json(read_text(folder / "release.json", "a release record"), "release.json")
@@ -655,9 +669,10 @@ def list_releases(limit: int = 20) -> list[dict]:
             entry.update({
                 "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
                 "_t": started, "duration_s": wall, "attempts": len(record["attempts"]),
-                "succeeded": bool(last.get("succeeded")), "verdict": str(last.get("verdict") or ("failed" if last.get("error") else "")),
-                "model": str(last.get("model") or ""), "champion_before": last.get("champion_before"),
-                "champion_after": last.get("champion_after"),
+                "succeeded": bool(last.get("succeeded")),
+                "verdict": next((v for v in VERDICTS if v == last.get("verdict")), "failed" if last.get("error") else ""),
+                "model": str(last.get("model") or "") if NAME_PATTERN.match(str(last.get("model") or "-")) else "?",
+                "champion_before": version(last.get("champion_before")), "champion_after": version(last.get("champion_after")),
             })
         except (OSError, ValueError, KeyError, IndexError, TypeError, OverflowError) as exc:
             why = str(exc).splitlines()[0][:120] if isinstance(exc, ValueError) else exc.__class__.__name__

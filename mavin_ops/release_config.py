@@ -26,11 +26,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mavin_ops.bounded import shown
+from mavin_ops.errors import MavinError
 
 __all__ = ["ConfigError", "ReleaseConfig", "load_release_config", "pipeline_arguments"]
 
 
-class ConfigError(ValueError):
+class ConfigError(MavinError, ValueError):
     """A release file that cannot be used (one line: file, field, what is allowed)."""
 
 
@@ -91,8 +92,8 @@ def load_release_config(path: str | os.PathLike) -> ReleaseConfig:
         raise ConfigError(f"{exc}; fix the file") from None
     if data is None:
         data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a release file is a mapping of option: value (e.g. 'preset: tiny')")
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ConfigError(f"{path}: a release file is a mapping of option: value (e.g. 'preset: tiny'), option names in words")
     try:
         cfg = ReleaseConfig(**data)
     except ValidationError as exc:

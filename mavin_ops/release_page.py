@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from mavin_ops import settings, tracking
+from mavin_ops.training.recipes import STAGES as RELEASE_STAGES
 
 __all__ = ["PAGE", "build_release_page"]
 
 PAGE = "release.html"
-STAGES = ("train_id", "train_multishot", "train_av", "train_joint")
+STAGES = tuple(f"train_{stage}" for stage in RELEASE_STAGES)  # the steps' names
 #: The lineage boxes, in pipeline order (the steps a release may run).
 _FLOW = ("generate_data", "plan_ingest", "join_ingest", "resolve_data", "version_data", "validate_data", *STAGES,
          "sample_benchmark", "evaluate", "gate", "export_model", "publish_model", "serving_smoke_test", "register_model",

@@ -18,9 +18,11 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "NAME_PATTERN",
+    "BadParameter",
     "UnsafeName",
     "UnsafePath",
     "UnsafeURL",
@@ -34,16 +36,24 @@ __all__ = [
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class UnsafeName(ValueError):
+class UnsafeName(MavinError, ValueError):
     """A name that would become a path is not in the allowed alphabet."""
 
 
-class UnsafePath(ValueError):
+class UnsafePath(MavinError, ValueError):
     """A relative path read from storage would land outside its destination folder."""
 
 
-class UnsafeURL(ValueError):
+class UnsafeURL(MavinError, ValueError):
     """A URL carries credentials (userinfo) where it would be stored or shown."""
+
+
+class BadParameter(MavinError, ValueError):
+    """A parameter value no path, URL or name can be: a NUL byte, far too long, a broken URL."""
+
+
+#: The longest text a release parameter may be (a path or URL is far shorter).
+MAX_PARAMETER_CHARS = 4096
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -121,5 +131,12 @@ def check_parameters(params: dict, where: str = "pipeline parameter") -> dict:
         if key in NAME_PARAMETERS and not (key == "release_id" and value in ("", None)):
             check_name(value, f"{where} {key}: {NAME_PARAMETERS[key]}")
         if isinstance(value, str):
+            if "\0" in value or len(value) > MAX_PARAMETER_CHARS:
+                raise BadParameter(f"{where} {key}: a NUL byte or over {MAX_PARAMETER_CHARS} characters; pass a real path, URL or name")
+            if "://" in value:
+                try:
+                    urlsplit(value).port
+                except ValueError as exc:
+                    raise BadParameter(f"{where} {key}: {redact_url(value)[:200]} is not a valid URL ({exc}); fix it") from None
             check_url(value, f"{where} {key}:")
     return params

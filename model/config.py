@@ -46,6 +46,7 @@ from .dit import DiTConfig
 from .flow import FlowConfig
 from .masks import RoutingConfig
 from .text import TextConfig
+from mavin_ops.errors import MavinError
 
 __all__ = ["PRESETS", "ModelConfig", "PresetError", "preset"]
 
@@ -181,7 +182,7 @@ def paper() -> ModelConfig:
     )
 
 
-class PresetError(ValueError):
+class PresetError(MavinError, ValueError):
     """An unknown model preset name (a user's mistake)."""
 
 

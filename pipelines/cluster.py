@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from mavin_ops.errors import MavinError
 
 __all__ = ["ClusterProfile", "ProfileError", "compile_pipeline", "dumps", "recurring_run_request", "run_request", "submit"]
 
@@ -40,7 +41,7 @@ DEFAULT_PROFILE = Path(__file__).with_name("profiles") / "cluster.example.yaml"
 COMPILED = Path(__file__).with_name("release.yaml")
 
 
-class ProfileError(ValueError):
+class ProfileError(MavinError, ValueError):
     """A cluster profile that cannot be used; names the file and the field."""
 
 

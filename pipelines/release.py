@@ -49,8 +49,7 @@ from mavin_ops.components.serving_smoke_test.component import serving_smoke_test
 from mavin_ops.components.train.component import train
 from mavin_ops.components.validate_data.component import validate_data
 from mavin_ops.components.version_data.component import version_data
-
-STAGES = ("id", "multishot", "av", "joint")
+from mavin_ops.training.recipes import STAGES
 
 __all__ = ["PIPELINE_NAME", "Platform", "build_release_pipeline", "release_pipeline"]
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from .pipeline import Generated, GenerateRequest
 from .spec import ENTRY_MODEL
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "DEFAULT_URLS",
@@ -43,7 +44,7 @@ DEFAULT_URLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}
 _REFUSED_GRPC = {"StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND", "StatusCode.OUT_OF_RANGE", "StatusCode.FAILED_PRECONDITION"}
 
 
-class GenerateError(RuntimeError):
+class GenerateError(MavinError, RuntimeError):
     """Generation failed on the server or the server could not be reached."""
 
     def __init__(self, message: str, status: str = ""):

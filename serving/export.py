@@ -35,6 +35,8 @@ import numpy as np
 
 from mavin_ops.fsutil import replace_dir  # noqa: F401  (the one folder swap: repository.py imports it from here)
 from mavin_ops.safety import safe_join
+from mavin_ops.errors import MavinError
+from mavin_ops.data.manifest import sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -54,7 +56,6 @@ __all__ = [
     "export_model",
     "load_source",
     "read_export",
-    "sha256_file",
 ]
 
 EXPORT_FORMAT = "mavin-ops/onnx-export"
@@ -64,16 +65,8 @@ LINEAGE_KEYS = ("mlflow_run_id", "dataset_digest", "git_commit", "release_id", "
 PART_ORDER = ("audio_decoder", "video_decoder", "text_encoder", "denoiser")  # cheap parts first: fail fast
 
 
-class ExportError(RuntimeError):
+class ExportError(MavinError, RuntimeError):
     """The export cannot be trusted (checker, external data or parity failed)."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- the source checkpoint

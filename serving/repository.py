@@ -27,11 +27,14 @@ from typing import Any
 
 from mavin_ops.safety import safe_join
 
-from .export import EXPORT_MANIFEST, read_export, replace_dir, sha256_file
+from mavin_ops.data.manifest import sha256_file
+
+from .export import EXPORT_MANIFEST, read_export, replace_dir
 from .spec import ENTRY_MODEL, VARIANTS, RepositorySpec, ServingLimits, describe, render_config
+from mavin_ops.errors import MavinError
 
 
-class RepositoryError(ValueError):
+class RepositoryError(MavinError, ValueError):
     """A model repository folder that cannot be trusted (format, a file that does not match)."""
 
 __all__ = [

@@ -41,11 +41,12 @@ from mavin_ops.safety import UnsafePath, check_name
 
 from .repository import REPOSITORY_MANIFEST, read_repository
 from .spec import VARIANTS
+from mavin_ops.errors import MavinError
 
 __all__ = ["ServerError", "TritonInstall", "TritonServer", "find_tritonserver", "free_port", "run_server", "serve", "verify_repository"]
 
 
-class ServerError(RuntimeError):
+class ServerError(MavinError, RuntimeError):
     """tritonserver could not be found, started or made ready."""
 
 

@@ -38,8 +38,9 @@ from typing import Any, Callable
 from mavin_ops.fsutil import replace_dir
 from mavin_ops.safety import UnsafePath, check_name, safe_join
 
-from .export import sha256_file
+from mavin_ops.data.manifest import sha256_file
 from .repository import REPOSITORY_MANIFEST, read_repository
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "COMPLETE_MARKER",
@@ -62,7 +63,7 @@ STORE_FORMAT = "mavin-ops/model-store"
 OnFile = Callable[[str], None]
 
 
-class StoreError(RuntimeError):
+class StoreError(MavinError, RuntimeError):
     """A publication or a read from the model store failed; the message says what to do."""
 
 

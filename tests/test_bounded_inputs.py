@@ -170,3 +170,37 @@ def test_manifest_lines_that_are_too_long_too_deep_or_not_utf8_are_named_not_fat
     assert got[0][1] == {"id": "c1"} and got[4][1] == {"id": "c2"}
     assert got[1][2].startswith("longer than 1048576 bytes") and "cannot be read (RecursionError)" in got[2][2]
     assert got[3][2] == "byte 8 is not UTF-8; a manifest is UTF-8 text"
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("1: 2\n", "option names in words"),
+    ("source: " + "a" * 5000 + "\n", "over 4096 characters"),
+    ("source: " + "a" * 300 + "\n", "File name too long"),
+    ('dataset_rev: "\\0"\n', "a NUL byte"),
+    ("endpoint_url: 'http://[::1'\n", "is not a valid URL"),
+    ('registry: "/tmp/\\0x"\n', "a NUL byte"),
+])
+def test_values_no_path_or_url_can_be_are_refused_before_the_pipeline(tmp_path, capsys, text, says):
+    config = tmp_path / "release.yaml"
+    config.write_text("preset: debug\n" + text)
+    assert main(["release", "--config", str(config)]) == 2
+    assert says in _one_line(capsys)
+
+
+def test_a_lone_surrogate_in_a_script_is_one_line(tmp_path, capsys):
+    script = tmp_path / "s.json"
+    script.write_text('{"clip_id": "\\ud800"}')
+    assert main(["script", "check", str(script)]) == 2
+    assert "lone UTF-16 surrogate" in _one_line(capsys)
+
+
+def test_releases_skips_a_dangling_link_and_never_echoes_a_crafted_value(isolated_home, capsys):
+    root = isolated_home / "releases"
+    root.mkdir(parents=True)
+    (root / "r-link").symlink_to(root / "nowhere")
+    (root / "r-odd").mkdir()
+    (root / "r-odd" / "release.json").write_text(json.dumps({"attempts": [{
+        "started": 1765000000, "wall_s": 1, "verdict": "\x1b[31m" + "v" * 200_000, "model": "\x1b[2J", "champion_before": "\x1b[2J" * 1000}]}))
+    assert main(["releases"]) == 0
+    out = capsys.readouterr().out
+    assert "r-odd" in out and "r-link" not in out and "\x1b" not in out and len(out) < 1000

@@ -251,6 +251,14 @@ def test_a_model_replaced_in_mlflow_is_named(trail):
                                     "'s3://attacker/evil', the ledger says '/ckpt' (the model was replaced in MLflow)"]
     with pytest.raises(registry.PromotionError, match="not the version the ledger registered"):
         registry.repair("m")
+    # the same source, another run behind it
+    run = c.create_run(c.create_experiment("forger"))
+    c.delete_registered_model("m")
+    c.create_registered_model("m", tags=old)
+    for v in ("1", "2"):
+        c.create_model_version("m", versions[v].source, run_id=run.info.run_id if v == "2" else None, tags=versions[v].tags)
+    c.set_registered_model_alias("m", "champion", "2")
+    assert any("its run is '" in p and "the ledger says '' (the model was replaced in MLflow)" in p for p in registry.verify("m"))
 
 
 def test_odd_version_numbers_and_tags_are_one_line(trail, capsys):
@@ -261,3 +269,30 @@ def test_odd_version_numbers_and_tags_are_one_line(trail, capsys):
     MlflowClient(settings.tracking_uri()).set_model_version_tag("m", "2", "mavin.triton_version", "\u00b2")
     assert main(["serve", "--name", "m", "--trust-alias"]) == 2
     assert "is not a version number" in capsys.readouterr().err
+
+
+def test_free_text_is_bounded_before_it_is_signed_and_mlflow_text_is_never_copied(trail, capsys):
+    """A 100,000-character reason broke the mirror for good (MLflow refuses such a tag, after
+    the ledger had the move); an MLflow writer's 100,000-emoji gate_report tag made a 1.2 MB
+    ledger line that no read accepted again."""
+    from mlflow.tracking import MlflowClient
+
+    path, _ = trail
+    before = path.read_bytes()
+    v3 = gated_version("m", triton=12)
+    MlflowClient(settings.tracking_uri()).set_model_version_tag("m", v3, "mavin.gate_report", "\U0001F600" * 100_000)
+    assert main(["promote", "m", v3, "--reason", "x" * 100_000]) == 2
+    assert "--reason must be one line of at most 2000 characters" in capsys.readouterr().err
+    assert main(["promote", "m", v3, "--reason", "fine", "--who", "w" * 300]) == 2
+    assert main(["promote", "m", v3, "--reason", "fine"]) == 0
+    last = json.loads(path.read_text().splitlines()[-1])
+    assert last["kind"] == "move" and last["gate_report"].startswith("mavin-home:/") and len(path.read_bytes()) - len(before) < 5000
+    assert registry.verify("m") == []
+
+
+def test_deleted_champion_metrics_are_named_by_verify(trail):
+    from mavin_ops.evaluation import gate as G
+
+    settings.local_path(G.load_champion("m").source).unlink()
+    (problem,) = registry.verify("m")
+    assert "champion m v2: cannot read its metrics" in problem and "the next gate cannot compare against the champion" in problem

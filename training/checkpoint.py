@@ -25,7 +25,6 @@ one-line error naming the file and the previous one is tried. Loading uses safet
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from mavin_ops.fsutil import fsync_dir, replace_dir
+from mavin_ops.errors import MavinError
+from mavin_ops.data.manifest import sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -62,10 +63,9 @@ __all__ = [
 MANIFEST = "MANIFEST.json"
 FORMAT = 1
 _NAME = re.compile(r"^step-(\d{8})$")
-_CHUNK = 1 << 20
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MavinError, RuntimeError):
     """A checkpoint that must not be loaded; the message is one line naming the file."""
 
 
@@ -81,18 +81,10 @@ class CheckpointInfo:
     @property
     def manifest_sha256(self) -> str:
         """sha256 of MANIFEST.json: one id that pins every byte of the checkpoint."""
-        return _sha256(self.path / MANIFEST)
+        return sha256_file(self.path / MANIFEST)
 
     def file(self, name: str) -> Path:
         return self.path / name
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -138,7 +130,7 @@ def write_tensor_file(tmp: Path, name: str, tensors: dict[str, "torch.Tensor"], 
     path = Path(tmp) / name
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=metadata)
     _fsync_file(path)
-    return {"sha256": _sha256(path), "bytes": path.stat().st_size}
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def commit_checkpoint(root: str | os.PathLike, step: int, tmp: Path, files: dict[str, dict[str, Any]],
@@ -199,7 +191,7 @@ def save_checkpoint(
                 raise ValueError(f"JSON file '{name}' must end with .json and not be {MANIFEST}")
             path = tmp / name
             _write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode())
-            files[name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+            files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
             if on_file_written:
                 on_file_written(path)
         missing = [n for n in files if not (tmp / n).is_file()]
@@ -250,7 +242,7 @@ def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         size = fpath.stat().st_size
         if size != entry.get("bytes"):
             raise CheckpointError(f"checkpoint file {fpath} has {size} bytes, {MANIFEST} says {entry.get('bytes')}: truncated or corrupt")
-        got = _sha256(fpath)
+        got = sha256_file(fpath)
         if got != entry.get("sha256"):
             raise CheckpointError(
                 f"checkpoint file {fpath} has sha256 {got[:12]}..., {MANIFEST} says {str(entry.get('sha256'))[:12]}...: the file is corrupt"
@@ -289,7 +281,7 @@ def _check_file(path: Path, name: str, manifest: dict[str, Any]) -> Path:
     if entry is None:
         raise CheckpointError(f"checkpoint {path} has no file '{name}' in its {MANIFEST}")
     fpath = path / name
-    got = _sha256(fpath)
+    got = sha256_file(fpath)
     if got != entry["sha256"]:
         raise CheckpointError(f"checkpoint file {fpath} has sha256 {got[:12]}..., {MANIFEST} says {entry['sha256'][:12]}...: the file is corrupt")
     return fpath

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 
 from mavin_ops import settings
 from mavin_ops.data import manifest as _manifest
+from mavin_ops.errors import MavinError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -57,7 +57,7 @@ INDEX = "index.json"
 INDEX_FORMAT = 1
 
 
-class DataError(RuntimeError):
+class DataError(MavinError, RuntimeError):
     """The training data cannot be used: the message names the file or clip and what to do."""
 
 
@@ -134,12 +134,10 @@ def _script_facts(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # unique across nodes too
-    with open(tmp, "wb") as fh:
+    from mavin_ops.data.manifest import atomic_writer
+
+    with atomic_writer(path.parent, path.name, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_index(root: str | os.PathLike) -> LatentIndex:

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .recipes import STAGES, get_recipe
+from mavin_ops.errors import MavinError
 
 __all__ = ["PlanError", "StagePlan", "gpu_memory_gb", "plan"]
 
 GIB = 1024**3
 
 
-class PlanError(ValueError):
+class PlanError(MavinError, ValueError):
     """A plan that does not fit (one line: the stage, the numbers, what to change)."""
 
 

@@ -35,6 +35,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "PARAM_GROUPS",
@@ -90,7 +91,7 @@ PARAM_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-class RecipeError(ValueError):
+class RecipeError(MavinError, ValueError):
     """An unknown stage, preset, subset, parameter group or override."""
 
 

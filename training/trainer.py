@@ -42,6 +42,7 @@ from mavin_ops import settings
 
 from . import checkpoint as ckpt
 from .recipes import BASE_STAGE, STAGES, RecipeError, StageRecipe, get_recipe, match_groups, needs_base, previous_stage
+from mavin_ops.errors import MavinError
 
 __all__ = [
     "EXIT_SIGTERM",
@@ -58,7 +59,7 @@ EXIT_SIGTERM = 143
 _METRIC_FLUSH = 25  # MLflow metrics are sent in batches of this many steps
 
 
-class TrainError(RuntimeError):
+class TrainError(MavinError, RuntimeError):
     """Training cannot start or continue; the message says where and what to do."""
 
 

@@ -55,7 +55,7 @@ def export_model(
         mlflow.log_dict(exported.manifest, "export.json")
         mlflow.log_dict(built.manifest, "mavin_repository.json")
         mlflow.set_tags({"mavin.checkpoint_sha256": exported.manifest["checkpoint"]["sha256"], "mavin.serving_version": str(version)})
-    from mavin_ops.serving.export import sha256_file
+    from mavin_ops.data.manifest import sha256_file
 
     export_sha = sha256_file(exported.path / "export.json")
     repository.metadata.update({"version": version, "checkpoint_sha256": exported.manifest["checkpoint"]["sha256"], "export_sha256": export_sha, **parity})

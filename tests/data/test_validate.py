@@ -589,3 +589,27 @@ def test_public_names_resolve():
     for name in validate.__all__:
         assert getattr(validate, name) is not None
     assert os.path.basename(validate.__file__) == "validate.py"
+
+
+def test_lines_too_deep_too_long_or_with_a_lone_surrogate_are_quarantined_and_the_reader_agrees(dataset, tmp_path):
+    """Crafted lines from a hostile review: nested 5000 deep (RecursionError in the quarantine
+    writer), a lone surrogate (pyarrow could not encode it), one byte over the line cap, and a
+    row of exactly the cap, which both the validator and the reader keep."""
+    root, rows = dataset
+    lines: list[dict[str, Any] | str] = list(rows)
+    lines[3] = "[" * 5000
+    lines[5] = json.dumps({**rows[5], "id": "\ud800"}, ensure_ascii=True)
+    lines[7] = json.dumps({**rows[7], "pad": "x" * manifest.MAX_LINE_BYTES})
+    exact = json.dumps({**rows[9], "pad": ""})
+    lines[9] = exact[:-2] + "x" * (manifest.MAX_LINE_BYTES - len(exact)) + '"}'
+    assert len(lines[9]) == manifest.MAX_LINE_BYTES
+    write_lines(root, lines)
+    report = run(root, tmp_path)
+    records = {r["line"]: r for r in quarantine(report)}
+    assert set(records) == {4, 6, 8}, records.keys()
+    assert "cannot be read (RecursionError)" in records[4]["reasons"][0] and len(records[4]["text"]) <= 2000
+    assert "lone UTF-16 surrogate" in records[6]["reasons"][0]
+    assert "longer than 1048576 bytes" in records[8]["reasons"][0]
+    kept = [line for line in manifest.read_manifest(root) if line.row is not None]
+    assert len(kept) == len(lines) - 3 and any(line.lineno == 10 for line in kept)
+    assert report.valid == N_CLIPS - 3

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from mavin_ops.data import media, synth
+from mavin_ops.data.manifest import sha256_file
 from mavin_ops.evaluation import encoder as E
 from mavin_ops.evaluation import gate as G
 from mavin_ops.evaluation.runner import evaluate_clips
@@ -62,7 +63,7 @@ def _mean(doc, name):
 def test_the_shipped_encoder_is_checked_against_its_lineage_and_named_in_every_report(scored, tmp_path):
     enc = E.load_encoder()
     lineage = json.loads(E.DEFAULT_ENCODER.with_suffix(".json").read_text())
-    assert enc.sha256 == lineage["sha256"] == E._sha256(E.DEFAULT_ENCODER)
+    assert enc.sha256 == lineage["sha256"] == sha256_file(E.DEFAULT_ENCODER)
     assert "mavin-ops encoder train --data" in lineage["command"] and lineage["dataset"]["digest"]
     assert scored["noise"]["encoder"]["sha256"] == enc.sha256
     # a changed byte is refused, not silently used

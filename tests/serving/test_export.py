@@ -15,7 +15,8 @@ from onnx import TensorProto, helper
 
 from mavin_ops.model.export import DENOISER_INPUTS, DENOISER_OUTPUTS
 from mavin_ops.serving import export as ex
-from mavin_ops.serving.export import ExportError, check_external_data, check_parity, read_export, sha256_file
+from mavin_ops.data.manifest import sha256_file
+from mavin_ops.serving.export import ExportError, check_external_data, check_parity, read_export
 
 PARTS = {
     "text_encoder": (["ids", "segment", "position"], ["text"]),

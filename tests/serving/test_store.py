@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from mavin_ops.serving import store as st
-from mavin_ops.serving.export import sha256_file
+from mavin_ops.data.manifest import sha256_file
 from mavin_ops.serving.repository import build_repository, read_repository
 from mavin_ops.serving.store import StoreError, fetch, list_versions, next_version, publish
 

@@ -9,6 +9,7 @@ import pickle
 import pytest
 import torch
 
+from mavin_ops.data.manifest import sha256_file
 from mavin_ops.training import checkpoint as ckpt
 
 
@@ -35,7 +36,7 @@ def test_save_writes_every_file_with_its_sha256_and_no_temporary_folder(tmp_path
     manifest = json.loads((info.path / ckpt.MANIFEST).read_text())
     assert set(manifest["files"]) == {"model.safetensors", "optimizer.safetensors", "meta.json"}
     for name, entry in manifest["files"].items():
-        assert ckpt._sha256(info.path / name) == entry["sha256"]
+        assert sha256_file(info.path / name) == entry["sha256"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
     assert torch.equal(ckpt.load_tensors(info, "model.safetensors")["w"], torch.full((4, 4), 2.0))
 
@@ -161,7 +162,7 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     evil = info.path / "model.safetensors"
     evil.write_bytes(pickle.dumps({"w": _Boom()}))
     manifest = json.loads((info.path / ckpt.MANIFEST).read_text())
-    manifest["files"]["model.safetensors"] = {"sha256": ckpt._sha256(evil), "bytes": evil.stat().st_size}
+    manifest["files"]["model.safetensors"] = {"sha256": sha256_file(evil), "bytes": evil.stat().st_size}
     (info.path / ckpt.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(Exception) as exc:
         ckpt.load_tensors(ckpt.find_resumable(tmp_path / "ck", log=None), "model.safetensors")
