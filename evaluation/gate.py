@@ -64,7 +64,6 @@ from mavin_ops.evaluation.results import MetricsFileError, parse_metrics, read_m
 from mavin_ops.errors import MavinError
 
 __all__ = [
-    "CHAMPION_ALIAS",
     "DEFAULT_MODEL_NAME",
     "DEFAULT_POLICY",
     "GATE_HTML",
@@ -86,7 +85,6 @@ __all__ = [
 
 DEFAULT_POLICY = Path(__file__).with_name("gate_policy.yaml")
 DEFAULT_MODEL_NAME = "mavin"
-CHAMPION_ALIAS = "champion"
 #: Model-version tag holding the location of that version's metrics.json.
 METRICS_TAG = "mavin.metrics_json"
 #: Where :func:`mavin_ops.evaluation.runner.evaluate_dir` logs metrics.json in its run.
@@ -723,11 +721,9 @@ def _log_gate(decision: GateDecision, out: Path, run_id: str | None, tracking_ur
     import mlflow
 
     if run_id is not None:
-        from mlflow.tracking import MlflowClient
+        from mavin_ops import tracking
 
-        from mavin_ops import settings
-
-        client = MlflowClient(tracking_uri or settings.tracking_uri())
+        client = tracking.client(tracking_uri)
         client.log_metric(run_id, "gate/passed", 1.0 if decision.passed else 0.0)
         client.set_tag(run_id, "mavin.gate", decision.verdict)
         client.log_artifact(run_id, str(out / GATE_JSON), "gate")

@@ -655,13 +655,12 @@ def read_val_metrics(source: str | os.PathLike | Mapping[str, Any] | None, track
         data: Mapping[str, Any] = source
     elif str(source).startswith("runs:/"):
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
 
-        from mavin_ops import settings
+        from mavin_ops import tracking
 
         run_id = str(source)[len("runs:/") :].strip("/").split("/")[0]
         try:
-            data = MlflowClient(tracking_uri or settings.tracking_uri()).get_run(run_id).data.metrics
+            data = tracking.client(tracking_uri).get_run(run_id).data.metrics
         except MlflowException as exc:
             raise EvaluationError(f"validation metrics {source}: cannot read the MLflow run: {' '.join(str(exc).split())}") from None
     else:
@@ -792,11 +791,9 @@ def _log_metrics(result: dict[str, Any], path: Path, run_id: str | None, trackin
         tags["mavin.world_encoder_sha256"] = str(result["encoder"].get("sha256"))
     if run_id is not None:
         from mlflow.entities import Metric
-        from mlflow.tracking import MlflowClient
+        from mavin_ops import tracking
 
-        from mavin_ops import settings
-
-        client = MlflowClient(tracking_uri or settings.tracking_uri())
+        client = tracking.client(tracking_uri)
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scalars.items()])
         for k, v in tags.items():

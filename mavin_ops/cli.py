@@ -36,7 +36,9 @@ import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
+
 from mavin_ops.errors import MavinError
+from mavin_ops.presets import MODEL_PRESETS, RELEASE_PRESETS, WORLD_PRESETS  # declared once there
 
 __all__ = ["build_parser", "main"]
 
@@ -688,11 +690,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mavin-ops: error: {self.prog.removeprefix('mavin-ops ')}: {redact(message)}\n")
 
 
-#: Dataset presets (data/synth.py) and model presets (model/config.py) the commands accept.
-DATA_PRESETS = ("debug", "tiny")
-#: World presets for `data generate`: the release worlds and the foundation model's (`base`).
-WORLD_PRESETS = (*DATA_PRESETS, "base")
-MODEL_PRESETS = ("debug", "tiny", "paper")
 
 #: One example per command, shown at the end of its --help (tests/test_cli.py checks every command has one).
 EXAMPLES = {
@@ -784,7 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ing.add_argument("sources", nargs="+", metavar="SRC", help="video files or folders of them")
     ing.add_argument("--out", required=True, help="output dataset folder (empty, or an earlier ingest to resume)")
-    ing.add_argument("--preset", default="tiny", choices=DATA_PRESETS, help="output format preset (default: tiny)")
+    ing.add_argument("--preset", default="tiny", choices=RELEASE_PRESETS, help="output format preset (default: tiny)")
     ing.add_argument("--workers", type=_count(1), default=None, help="processes, one source each (default: every core)")
     ing.add_argument("--eval-share", type=float, default=0.1, help="share of sources held out as the benchmark (default: 0.1)")
     ing.add_argument("--sheets", metavar="DIR", default=None, help="also draw a contact sheet per clip (frames per shot, reference portraits, waveform with dialogue and cuts) into DIR")
@@ -828,7 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(func=_script_check)
 
     rel = sub.add_parser("release", help="run the release pipeline with the KFP local runner")
-    rel.add_argument("--preset", default="tiny", choices=DATA_PRESETS, help="dataset/model preset (default: tiny)")
+    rel.add_argument("--preset", default="tiny", choices=RELEASE_PRESETS, help="dataset/model preset (default: tiny)")
     rel.add_argument("--seed", type=_count(0), default=0, help="data seed (default: 0)")
     rel.add_argument("--registry", default=None, help="data registry path (default: $MAVIN_HOME/data-registry)")
     rel.add_argument("--remote", default=None, type=_url, help="DVC remote (default: $MAVIN_HOME/dvc-remote)")
@@ -904,7 +901,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pt = sub.add_parser("pretrain", help="train, evaluate and register the foundation model (mavin-base) that releases fine-tune")
     pt.add_argument("--preset", default="tiny", choices=MODEL_PRESETS, help="model preset (default: tiny)")
-    from mavin_ops.pretrain import MIN_SEED
+    from mavin_ops.presets import MIN_BASE_SEED as MIN_SEED
 
     pt.add_argument("--seed", type=_count(0), default=MIN_SEED,
                     help=f"world seed, {MIN_SEED} or more: lower seeds are the release benchmarks' (default: {MIN_SEED})")

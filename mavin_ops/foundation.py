@@ -64,6 +64,11 @@ CARD_FORMAT = 1
 _CARD_MAX_BYTES = 1 << 20
 
 
+def pretrain_command(preset: str, seed: int, steps: int, ship: str | os.PathLike | None = None) -> str:
+    """The command that reproduces a base (what its card records)."""
+    return f"mavin-ops pretrain --preset {preset} --seed {seed} --steps {steps}" + (f" --ship {ship}" if ship else "")
+
+
 class BaseError(MavinError, ValueError):
     """A base that cannot be used: the message names it and what to do (a user's mistake)."""
 

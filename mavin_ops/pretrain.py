@@ -22,15 +22,13 @@ from typing import Any, Callable, TextIO
 
 from mavin_ops import settings, tracking
 from mavin_ops.errors import MavinError
+from mavin_ops.foundation import pretrain_command
+from mavin_ops.presets import BASE_WORLDS, MIN_BASE_SEED
 
 __all__ = ["MIN_SEED", "WORLDS", "PretrainError", "PretrainResult", "pretrain_command", "run_pretrain"]
 
-#: Seeds below this are the release benchmarks' (``release --seed``); a foundation world is
-#: generated from seeds at or above it, so the base never sees a benchmark clip's source.
-MIN_SEED = 1000
-#: The world a model preset's base learns (data/synth.py presets): the same frame size and
-#: rates as the preset's release world, more clips.
-WORLDS = {"debug": "debug", "tiny": "base"}
+MIN_SEED = MIN_BASE_SEED
+WORLDS = BASE_WORLDS
 
 
 class PretrainError(MavinError, ValueError):
@@ -117,11 +115,6 @@ def run_pretrain(
         if result.shipped:
             echo(f"shipped: {result.shipped}")
     return result
-
-
-def pretrain_command(preset: str, seed: int, steps: int, ship: str | os.PathLike | None = None) -> str:
-    """The command that reproduces a base (what its card records)."""
-    return f"mavin-ops pretrain --preset {preset} --seed {seed} --steps {steps}" + (f" --ship {ship}" if ship else "")
 
 
 def _check_rerun(c: Any, run_id: str, args: dict[str, Any], pipeline: str) -> None:

@@ -211,11 +211,9 @@ class MlflowReader:
     """The same reads through ``MlflowClient`` (a tracking server, or ``--mlflow``)."""
 
     def __init__(self, uri: str):
-        from mavin_ops.home_artifacts import register
-        from mlflow.tracking import MlflowClient
+        from mavin_ops import tracking
 
-        register()
-        self.client = MlflowClient(uri)
+        self.client = tracking.client(uri)
 
     @staticmethod
     def _missing():

@@ -104,9 +104,9 @@ class AuditRecord:
 
 
 def _client():
-    from mlflow.tracking import MlflowClient
+    from mavin_ops import tracking
 
-    return MlflowClient(settings.tracking_uri())
+    return tracking.client()
 
 
 def _who(who: str | None) -> str:

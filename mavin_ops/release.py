@@ -51,9 +51,8 @@ def preflight(args: dict) -> None:
     """Check what a release would otherwise find wrong only minutes in: the preset, the
     dataset revision (resolved in the registry now), the gate policy file, every name that
     becomes a path and every URL (no credentials in them). Raises a one-line error."""
-    from mavin_ops.data.synth import PRESETS as DATA_PRESETS
     from mavin_ops.evaluation.gate import load_policy
-    from mavin_ops.model.config import PRESETS as MODEL_PRESETS
+    from mavin_ops.presets import RELEASE_PRESETS
     from mavin_ops.safety import check_parameters
 
     check_parameters(args, "release")
@@ -61,7 +60,7 @@ def preflight(args: dict) -> None:
         value = args.get(key, low)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise PreflightError(f"--{key.replace('_', '-')} must be an integer >= {low}, got {value!r}")
-    from mavin_ops.pretrain import MIN_SEED
+    from mavin_ops.presets import MIN_BASE_SEED as MIN_SEED
 
     if args.get("seed", 0) >= MIN_SEED:
         raise PreflightError(f"--seed {args['seed']}: seeds from {MIN_SEED} up generate the foundation model's worlds; a release benchmark uses a lower one")
@@ -69,9 +68,8 @@ def preflight(args: dict) -> None:
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
         raise PreflightError(f"--max-quarantine-share must be between 0 and 1, got {share!r}")
     preset = args.get("preset")
-    if preset not in DATA_PRESETS or preset not in MODEL_PRESETS:
-        known = sorted(set(DATA_PRESETS) & set(MODEL_PRESETS))
-        raise PreflightError(f"--preset '{preset}' is not a release preset; use one of {', '.join(known)}")
+    if preset not in RELEASE_PRESETS:
+        raise PreflightError(f"--preset '{preset}' is not a release preset; use one of {', '.join(RELEASE_PRESETS)}")
     if args.get("gate_policy"):
         load_policy(args["gate_policy"])  # PolicyError names the file and the field
     if args.get("source"):

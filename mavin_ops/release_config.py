@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mavin_ops.bounded import shown
+from mavin_ops.presets import RELEASE_PRESETS
 from mavin_ops.errors import MavinError
 
 __all__ = ["ConfigError", "ReleaseConfig", "load_release_config", "pipeline_arguments"]
@@ -40,7 +41,7 @@ class ReleaseConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    preset: Literal["debug", "tiny"] = "tiny"
+    preset: Literal[RELEASE_PRESETS] = "tiny"
     seed: int = Field(0, ge=0)
     registry: str = ""
     remote: str = ""

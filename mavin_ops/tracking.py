@@ -58,11 +58,13 @@ def _home_artifacts() -> None:
     register()
 
 
-def client():
+def client(uri: str | None = None):
+    """The platform's one way to an ``MlflowClient``: the store :func:`settings.tracking_uri`
+    names (or ``uri``), with the ``mavin-home:`` artifact scheme registered."""
     from mlflow.tracking import MlflowClient
 
     _home_artifacts()
-    return MlflowClient(settings.tracking_uri())
+    return MlflowClient(uri or settings.tracking_uri())
 
 
 def git_commit(path: str | os.PathLike | None = None) -> tuple[str, bool]:

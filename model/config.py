@@ -77,13 +77,6 @@ class ModelConfig:
             return int(self.video_codec.temporal_stride)
         return 1
 
-    def build(self, device=None, load_pretrained: bool = True):
-        """The full model (codecs, text encoder, denoiser). On the meta device nothing is
-        allocated and no pretrained file is read."""
-        from .mavin import MavinModel
-
-        return MavinModel(self, device=device, load_pretrained=load_pretrained)
-
     def replace(self, **changes: Any) -> "ModelConfig":
         """Copy with changes; nested fields by dotted name, e.g. ``replace(**{"denoiser.depth": 1})``."""
         out = self

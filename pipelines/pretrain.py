@@ -24,7 +24,7 @@ from mavin_ops.components.train.component import train
 from mavin_ops.components.validate_data.component import validate_data
 from mavin_ops.components.version_data.component import version_data
 from mavin_ops.foundation import BASE_WORLD
-from mavin_ops.pretrain import MIN_SEED
+from mavin_ops.presets import MIN_BASE_SEED as MIN_SEED
 from mavin_ops.training.recipes import BASE_STAGE
 
 __all__ = ["PIPELINE_NAME", "pretrain_pipeline"]

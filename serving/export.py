@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from mavin_ops.fsutil import replace_dir  # noqa: F401  (the one folder swap: repository.py imports it from here)
-from mavin_ops.safety import safe_join
 from mavin_ops.errors import MavinError
 from mavin_ops.data.manifest import sha256_file
+
+from .export_format import EXPORT_FORMAT, EXPORT_MANIFEST, read_export  # noqa: F401  (read back without the exporter)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -58,8 +59,6 @@ __all__ = [
     "read_export",
 ]
 
-EXPORT_FORMAT = "mavin-ops/onnx-export"
-EXPORT_MANIFEST = "export.json"
 #: The lineage ids an export (and the served repository) carries.
 LINEAGE_KEYS = ("mlflow_run_id", "dataset_digest", "git_commit", "release_id", "kfp_run_id", "stage")
 PART_ORDER = ("audio_decoder", "video_decoder", "text_encoder", "denoiser")  # cheap parts first: fail fast
@@ -459,26 +458,3 @@ def export_model(
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return ExportResult(out, manifest)
-
-
-def read_export(export_dir: str | Path, verify: bool = True) -> dict[str, Any]:
-    """``export.json`` of an export folder, with ``model_config`` (a ``ModelConfig``) added;
-    ``verify`` checks every file's sha256."""
-    from mavin_ops.model.config import ModelConfig
-
-    root = Path(export_dir)
-    mpath = root / EXPORT_MANIFEST
-    if not mpath.is_file():
-        raise FileNotFoundError(f"{root} is not an export folder (no {EXPORT_MANIFEST}); run the export first")
-    info = json.loads(mpath.read_text(encoding="utf-8"))
-    if info.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{mpath}: format '{info.get('format')}' is not {EXPORT_FORMAT}")
-    if verify:
-        for rel, entry in info["files"].items():
-            p = safe_join(root, rel, f"file listed in {mpath}")
-            if not p.is_file():
-                raise FileNotFoundError(f"export file {p} is missing; re-run the export")
-            if sha256_file(p) != entry["sha256"]:
-                raise ValueError(f"export file {p} does not match its sha256 in {EXPORT_MANIFEST}; the export is corrupt, re-run it")
-    info["model_config"] = ModelConfig.from_dict(info["config"])
-    return info

@@ -469,7 +469,7 @@ class TorchRunner:
 def local_pipeline(export_dir: str | Path, threads: int = 1, limits: ServingLimits | None = None) -> Pipeline:
     """The pipeline over an export folder's ONNX files in in-process ONNX Runtime sessions:
     the reference a served model's answers are compared with."""
-    from .export import read_export
+    from .export_format import read_export
 
     info = read_export(export_dir)
     from mavin_ops.safety import safe_join

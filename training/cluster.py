@@ -97,13 +97,16 @@ PLAN_FIELDS = ("backend", "nodes", "gpus_per_node", "namespace", "runtime", "hom
 STAGE_FIELDS = ("nodes", "gpus_per_node")
 
 
+#: How a train step runs its stage: in this process, as local ranks, or as a Kubeflow TrainJob.
+BACKENDS = ("inprocess", "local", "trainjob")
+
+
 def plan_for_stage(plan: dict[str, Any], stage: str, *, image: str = "", home: str = "", env: dict[str, str] | None = None,
                    secrets: tuple[SecretEnv, ...] | None = None, where: str = "training") -> tuple[str, ClusterSpec | None]:
     """(backend, cluster size) of ``stage`` from a launch plan: a profile's ``training``
     section, ``{backend, nodes, gpus_per_node, ..., stages: {<stage>: {nodes, gpus_per_node}}}``.
     An empty plan is ("", None): the launcher picks by process count. Raises ValueError
     naming the field (``where``) for anything it does not know."""
-    from .launch import BACKENDS
     from .recipes import STAGES
 
     if not plan:

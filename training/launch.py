@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import checkpoint as ckpt
+from .cluster import BACKENDS
 from .trainer import StageResult, TrainError, train_stage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,7 +40,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["BACKENDS", "LAUNCH_ENV", "StageLaunch", "from_environment", "launch", "result_from_checkpoint"]
 
-BACKENDS = ("inprocess", "local", "trainjob")
 #: Variables an in-process run may have set for its world of one; a child world sets its own.
 _RANK_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
               "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID")

@@ -86,6 +86,7 @@ def _model_states_gb(trainable: int, zero_stage: int, gpus_per_node: int, nodes:
 def plan(preset: str = "paper", nodes: int = 4, gpus_per_node: int = 8, gpu_memory: float = 80.0,
          spec: Any = None, release_id: str = "") -> list[StagePlan]:
     """Every stage of ``preset`` on ``nodes`` x ``gpus_per_node`` GPUs of ``gpu_memory`` GB."""
+    from mavin_ops.model import build_model
     from mavin_ops.model import config as mconfig
 
     from .cluster import ClusterSpec, render_trainjob
@@ -95,7 +96,7 @@ def plan(preset: str = "paper", nodes: int = 4, gpus_per_node: int = 8, gpu_memo
     if nodes < 1 or gpus_per_node < 1:
         raise PlanError(f"a plan needs nodes >= 1 and gpus per node >= 1, got {nodes} x {gpus_per_node}")
     cfg = mconfig.preset(preset)
-    model = cfg.build(device="meta", load_pretrained=False)
+    model = build_model(cfg, device="meta", load_pretrained=False)
     adapter = MavinAdapter(preset, config=cfg)
     sizes = {n: p.numel() for n, p in model.named_parameters()}
     total = sum(sizes.values())

@@ -36,6 +36,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 from mavin_ops.errors import MavinError
+from mavin_ops.presets import MODEL_PRESETS
 
 __all__ = [
     "PARAM_GROUPS",
@@ -61,7 +62,7 @@ BASE_STAGE = "base"
 #: Every stage a recipe can name.
 ALL_STAGES: tuple[str, ...] = (BASE_STAGE, *STAGES)
 #: Recipe presets. ``debug`` and ``tiny`` train on one machine; ``paper`` on a GPU cluster.
-PRESETS: tuple[str, ...] = ("debug", "tiny", "paper")
+PRESETS: tuple[str, ...] = MODEL_PRESETS
 
 #: Named clip subsets a mixture can draw from (see ``training/data.py:subset_members``):
 #: ``identity`` clips have at least one customized role (reference image or audio);

@@ -28,7 +28,7 @@ def register_base(
     import mlflow
 
     from mavin_ops import foundation, tracking
-    from mavin_ops.pretrain import pretrain_command
+    from mavin_ops.foundation import pretrain_command
     from mavin_ops.training import checkpoint as ckpt
     from mavin_ops.training.trainer import check_base
 

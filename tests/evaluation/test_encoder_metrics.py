@@ -129,10 +129,10 @@ def test_the_untrained_model_fails_the_gate(tiny_eval):
     import torch
 
     from mavin_ops.data import mtss
-    from mavin_ops.model import ClipInput, RoleReference, preset
+    from mavin_ops.model import ClipInput, RoleReference, build_model
 
     torch.manual_seed(0)
-    model = preset("tiny").build().eval()
+    model = build_model("tiny").eval()
     gen = torch.Generator().manual_seed(0)
     out = []
     for c in tiny_eval[:4]:

@@ -153,7 +153,7 @@ def test_paper_path_reads_pretrained_parts_from_local_files(kit, tmp_path):
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
         small = small.replace(**{f"{name}.weights": str(path)})
 
-    model = small.build()
+    model = build_model(small)
     assert model.parameter_counts()["trainable"] == model.parameter_counts()["denoiser"]  # frozen parts are not trained
     script = _one_shot_script(17 / 24)
     rng = np.random.default_rng(0)

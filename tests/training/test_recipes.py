@@ -106,13 +106,14 @@ def test_the_paper_model_keeps_its_pretrained_parts_frozen_in_every_stage():
     trains only denoiser parameters -- the frozen UMT5 text encoder and the audio VAE, which
     the 'text', 'audio_tower' and 'all' groups also match by name, stay frozen -- and all it
     trains is in what a checkpoint saves."""
+    from mavin_ops.model import build_model
     from mavin_ops.model import config as mconfig
     from mavin_ops.training.mavin_adapter import MavinAdapter
     from mavin_ops.training.recipes import STAGES, get_recipe, match_groups
     from mavin_ops.training.trainer import trainable_names
 
     cfg = mconfig.preset("paper")
-    model = cfg.build(device="meta", load_pretrained=False)
+    model = build_model(cfg, device="meta", load_pretrained=False)
     adapter = MavinAdapter("paper", config=cfg)
     names = [n for n, _ in model.named_parameters()]
     saved = set(model.trainable_state_dict())
