@@ -48,7 +48,6 @@ How it works, and why it is fast (see BENCHMARKS.md, "Manifest validation"):
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import html
 import json
@@ -56,7 +55,6 @@ import logging
 import math
 import os
 import re
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -90,11 +88,9 @@ __all__ = [
     "ValidationFailed",
     "ValidationLimits",
     "ValidationReport",
-    "add_arguments",
     "main",
     "quarantine_record",
     "read_clips",
-    "run_cli",
     "validate_dataset",
     "write_validated_dataset",
 ]
@@ -1273,77 +1269,3 @@ def read_clips(root: str | os.PathLike, *, split: str | None = None, what: str =
         if split is None or line.row.get("split") == split:
             rows.append(line.row)
     return rows
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``mavin-ops data validate``; :func:`run_cli` takes the parsed result."""
-    d = ValidationLimits()
-    parser.add_argument("root", help="dataset folder holding manifest.jsonl (left unchanged)")
-    parser.add_argument("--out", dest="out_dir", default=None, help="output folder (default $MAVIN_HOME/validation/<name>)")
-    parser.add_argument("--docs", dest="docs_dir", default=None, help="Data Docs folder (default <out>/data_docs)")
-    parser.add_argument("--validated", dest="validated_dir", default=None, help="when it passes, write the validated dataset (valid rows + their media) here")
-    parser.add_argument("--max-quarantine-share", type=float, default=0.05, help="fail above this share of quarantined rows (default 0.05)")
-    parser.add_argument("--max-customized-roles", type=int, default=3, help="most customized roles per clip (default 3)")
-    parser.add_argument("--min-duration", type=float, default=d.min_duration_s, help=f"seconds (default {d.min_duration_s})")
-    parser.add_argument("--max-duration", type=float, default=d.max_duration_s, help=f"seconds (default {d.max_duration_s})")
-    parser.add_argument("--min-shots", type=int, default=d.min_shots, help=f"default {d.min_shots}")
-    parser.add_argument("--max-shots", type=int, default=d.max_shots, help=f"default {d.max_shots}")
-    parser.add_argument("--frame-stride", type=int, default=d.frame_stride, help=f"num_frames = stride*k+1 (default {d.frame_stride})")
-    parser.add_argument("--spatial-multiple", type=int, default=d.spatial_multiple, help=f"VAE stride x patch size (default {d.spatial_multiple})")
-    parser.add_argument("--no-media", dest="check_media", action="store_false", help="skip file existence and sha256 checks")
-    parser.add_argument("--no-docs", dest="build_docs", action="store_false", help="skip the Data Docs site")
-    parser.add_argument("--workers", type=int, default=None, help="scan processes (default: one per core)")
-    parser.add_argument("--json", action="store_true", help="print validation.json instead of one line")
-    return parser
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run a validation from parsed :func:`add_arguments` options. Exit status: 0 passed,
-    1 too many rows quarantined, 2 the input or an option is unusable."""
-    try:
-        limits = ValidationLimits(
-            min_duration_s=args.min_duration,
-            max_duration_s=args.max_duration,
-            min_shots=args.min_shots,
-            max_shots=args.max_shots,
-            frame_stride=args.frame_stride,
-            spatial_multiple=args.spatial_multiple,
-        )
-        report = validate_dataset(
-            args.root,
-            max_quarantine_share=args.max_quarantine_share,
-            max_customized_roles=args.max_customized_roles,
-            limits=limits,
-            check_media=args.check_media,
-            docs_dir=args.docs_dir,
-            out_dir=args.out_dir,
-            build_docs=args.build_docs,
-            workers=args.workers,
-            validated_dir=getattr(args, "validated_dir", None),
-        )
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"mavin-ops data validate: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(report.summary.read_text(encoding="utf-8"), end="")
-    else:
-        print(report.describe())
-        if report.docs_index is not None:
-            print(f"data docs: {report.docs_index}")
-    if not report.passed:
-        print(f"mavin-ops data validate: {ValidationFailed(report)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mavin_ops.data.validate ROOT [options]``."""
-    parser = argparse.ArgumentParser(prog="mavin-ops data validate", description="Validate a dataset version's manifest.")
-    return run_cli(add_arguments(parser).parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

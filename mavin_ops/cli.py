@@ -102,15 +102,27 @@ def _data_validate(args: argparse.Namespace) -> int:
     from mavin_ops.data import validate
 
     out_dir = Path(args.out) if args.out else Path(args.dataset).resolve().parent / (Path(args.dataset).name + ".validation")
+    given = {field: getattr(args, arg) for field, arg in (("min_duration_s", "min_duration"), ("max_duration_s", "max_duration"),
+             ("min_shots", "min_shots"), ("max_shots", "max_shots"), ("frame_stride", "frame_stride"),
+             ("spatial_multiple", "spatial_multiple")) if getattr(args, arg) is not None}
+    try:
+        limits = validate.ValidationLimits(**given)
+    except ValueError as exc:
+        raise UserError(f"data validate: {exc}") from None
     report = validate.validate_dataset(
         args.dataset,
         max_quarantine_share=args.max_quarantine_share,
         max_customized_roles=args.max_customized_roles,
+        limits=limits,
         check_media=not args.no_media,
         out_dir=out_dir,
         docs_dir=out_dir / "data_docs",
+        build_docs=not args.no_docs,
+        workers=args.workers,
         validated_dir=args.validated,
     )
+    if not report.passed:
+        print(f"mavin-ops data validate: {validate.ValidationFailed(report)}", file=sys.stderr)
     if args.json:
         _print_json(json.loads(Path(report.summary).read_text(encoding="utf-8")))
         return 0 if report.passed else 1
@@ -812,6 +824,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="when it passes, write the validated dataset (the clips that passed, their media, the quarantine record) "
         "to DIR: what `train` and `evaluate` should read, so that no quarantined clip is trained on or scored",
     )
+    val.add_argument("--no-docs", action="store_true", help="skip the Great Expectations Data Docs site (faster)")
+    val.add_argument("--workers", type=_count(1), default=None, help="scan processes (default: one per core)")
+    limits = val.add_argument_group("limits", "the suite's numeric rules (defaults fit the synthetic world and the papers' clips)")
+    for flag, kind, what in (("--min-duration", float, "shortest clip, seconds (default 0.5)"), ("--max-duration", float, "longest clip, seconds (default 15)"),
+                             ("--min-shots", int, "fewest shots (default 1)"), ("--max-shots", int, "most shots (default 6)"),
+                             ("--frame-stride", int, "num_frames = stride*k+1 (default 4)"),
+                             ("--spatial-multiple", int, "width and height are multiples of it (default 8)")):
+        limits.add_argument(flag, type=kind, default=None, help=what)
     val.set_defaults(func=_data_validate)
 
     scr = sub.add_parser("script", help="check MTSS scene scripts on their own")

@@ -104,7 +104,7 @@ def test_dvc_yaml_precompute_reads_only_the_validated_dataset():
     and precompute reads that, never the generated folder."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     val, pre = stages["validate"], stages["precompute"]
-    assert "python -m mavin_ops.data.validate ${data.root}" in val["cmd"] and "--validated ${data.root}.validated" in val["cmd"]
+    assert "mavin-ops data validate ${data.root}" in val["cmd"] and "--validated ${data.root}.validated" in val["cmd"]
     assert "${data.root}.validated" in val["outs"] and "${data.root}" in val["deps"]
     assert "--dataset ${data.root}.validated " in pre["cmd"]
     assert "${data.root}.validated" in pre["deps"] and "${data.root}" not in pre["deps"]

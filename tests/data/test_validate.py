@@ -540,17 +540,26 @@ def test_limits_are_configurable(dataset, tmp_path):
 
 
 def test_cli_exit_codes(dataset, tmp_path, capsys):
+    """One command line: `mavin-ops data validate` (dvc.yaml calls it too)."""
+    from mavin_ops.cli import main
+
     root, rows = dataset
-    assert validate.main([str(root), "--out", str(tmp_path / "a"), "--no-docs"]) == 0
+    assert main(["data", "validate", str(root), "--out", str(tmp_path / "a"), "--no-docs"]) == 0
     assert "validation PASSED: 0 of 20 rows" in capsys.readouterr().out
+    assert not (tmp_path / "a" / "data_docs").exists()
     _frames_not_4k1(root, rows[3])
     write_lines(root, rows)
-    assert validate.main([str(root), "--out", str(tmp_path / "b"), "--no-docs", "--max-quarantine-share", "0.01", "--json"]) == 1
+    assert main(["data", "validate", str(root), "--out", str(tmp_path / "b"), "--no-docs", "--max-quarantine-share", "0.01", "--json"]) == 1
     captured = capsys.readouterr()
     assert json.loads(captured.out)["quarantined"] == 1
     last = captured.err.strip().splitlines()[-1]
     assert last.startswith("mavin-ops data validate: ") and "above the 1.00% threshold" in last
-    assert validate.main([str(tmp_path / "missing"), "--no-docs"]) == 2
+    # the limits are options: with a stride of 1 the 4k+1 rule no longer quarantines the row
+    assert main(["data", "validate", str(root), "--out", str(tmp_path / "c"), "--no-docs", "--frame-stride", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["quarantined"] == 0
+    assert main(["data", "validate", str(root), "--no-docs", "--min-shots", "5", "--max-shots", "2"]) == 2
+    assert "min_shots" in capsys.readouterr().err
+    assert main(["data", "validate", str(tmp_path / "missing"), "--no-docs"]) == 2
     assert "no manifest.jsonl" in capsys.readouterr().err
 
 
