@@ -89,7 +89,6 @@ __all__ = [
     "frame_differences",
     "generate",
     "get_preset",
-    "main",
     "make_clip",
     "make_source",
     "render_reference_image",
@@ -1291,28 +1290,3 @@ def generate(
         "bytes": int(nbytes),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mavin_ops.data.synth --out DIR [--preset tiny] [--seed 0] [--overwrite]``:
-    generate a dataset and print its summary as JSON."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m mavin_ops.data.synth", description="Generate MAVINSet-mini.")
-    parser.add_argument("--out", required=True, help="dataset folder to create")
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
-    args = parser.parse_args(argv)
-    try:
-        summary = generate(args.out, preset=args.preset, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
-    except (FileExistsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
