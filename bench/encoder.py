@@ -1,8 +1,8 @@
 """Do the metrics see what a person sees? Every metric of the evaluation, and the default
 gate's verdict, for the ground truth of the tiny benchmark and for stand-in models that fail in
 known ways (evaluation/encoder.py): the ground truth with the characters recoloured in every
-shot / in every other shot, coloured 8x8 blocks (what the tiny recipe drew when issue 14 was
-filed), the ground truth's pixels shuffled, static noise.
+shot / in every other shot, coloured 8x8 blocks (what an undertrained
+tiny model draws), the ground truth's pixels shuffled, static noise.
 
 Usage: .venv/bin/python bench/encoder.py [--data DIR] [--out bench/results/encoder.json]
 """

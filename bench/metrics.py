@@ -1,4 +1,4 @@
-"""Evaluation throughput: clips per second for the whole metric set (DESIGN section 4).
+"""Evaluation throughput: clips per second for the whole metric set.
 
 Generates MAVINSet-mini with data/synth.py (the ``tiny`` preset by default, whose ``eval``
 split of 32 clips is the embedded benchmark) and times, in one run, over that split:

@@ -1,5 +1,5 @@
 """Serving: denoiser step latency through Triton vs in-process ONNX Runtime, and throughput
-under concurrency with and without dynamic batching (DESIGN section 5).
+under concurrency with and without dynamic batching.
 
 One run, one machine:
 

@@ -1,4 +1,4 @@
-"""MAVINSet-mini generation time (DESIGN section 2, "Synthetic MAVINSet-mini").
+"""MAVINSet-mini generation time.
 
 Times in one run, one process:
 

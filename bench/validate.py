@@ -1,4 +1,4 @@
-"""Manifest validation throughput (DESIGN section 2, "Validation").
+"""Manifest validation throughput.
 
 Synthesizes N manifest rows in the style of MAVINSet-mini (MTSS scripts with 1-6 shots,
 dialogue/sfx events, person/animal/object/scene entities, up to 3 customized roles, a

@@ -2,7 +2,7 @@
 footage evaluation profile measures in a generated clip.
 
 Every detector runs from weights that ship inside an installed package, so nothing is
-downloaded at run time (``../shared/STACK.md``):
+downloaded at run time:
 
 - **shots**: PySceneDetect's ``ContentDetector`` (HSV frame differences) for hard cuts, and a
   linearity test of our own for gradual transitions (a dissolve's middle frame is the mean of

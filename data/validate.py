@@ -1,5 +1,5 @@
 """Dataset validation: a Great Expectations suite over the manifest plus the relational checks
-that need the whole MTSS script (DESIGN section 2, "Validation").
+that need the whole MTSS script.
 
 :func:`validate_dataset` reads ``<root>/manifest.jsonl`` and sorts every non-blank line into
 exactly one of two files in ``out_dir`` (the dataset itself is never written):

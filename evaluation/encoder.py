@@ -340,8 +340,8 @@ def static_noise(clip: Any) -> np.ndarray:
 
 
 def colour_blocks(clip: Any) -> np.ndarray:
-    """Each 8x8 patch's true mean colour plus noise: what the tiny recipe drew when issue 14
-    was filed (right colours and cuts, no character, no texture)."""
+    """Each 8x8 patch's true mean colour plus noise: what an undertrained tiny model
+    draws (right colours and cuts, no character, no texture)."""
     return patch_noise(np.asarray(clip.frames), _clip_rng(clip), sigma=20.0)
 
 

@@ -1,4 +1,4 @@
-"""Release integrity of files and folders on disk (issue 13): atomic file writes fsync their
+"""Release integrity of files and folders on disk: atomic file writes fsync their
 folder and leave nothing behind on error; folder replacement never leaves the final name
 missing (renameat2 RENAME_EXCHANGE, with the two-rename fallback only where it is missing)."""
 

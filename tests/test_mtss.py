@@ -156,7 +156,7 @@ def test_union_spans_merges_touching_and_overlapping():
     assert union_spans(spans) == (TimeRange(0, 1.5), TimeRange(2, 4))
 
 
-# --------------------------------------------------------------------------- issue 13, item 11
+# --------------------------------------------------------------------------- events every shot must cite
 
 
 def test_event_no_shot_cites_is_refused_not_dropped():

@@ -137,7 +137,7 @@ def test_dvc_repro_generate_stage_matches_version_digest(tmp_path):
     assert v.digest == md5
 
 
-# --------------------------------------------------------------------------- integrity (issue 13, item 5)
+# --------------------------------------------------------------------------- integrity
 
 
 def _remote_objects(remote: Path) -> list[Path]:

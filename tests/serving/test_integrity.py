@@ -1,4 +1,4 @@
-"""Release integrity of the serving side (issue 13): names read from a stored version never
+"""Release integrity of the serving side: names read from a stored version never
 become paths outside the destination, the smoke test's fetch can run twice into the same
 folder, and `mavin-ops serve --repository` checks every recorded sha256 before serving."""
 

@@ -1,4 +1,4 @@
-"""Quarantine is enforced (issue 13, item 2): validation's quarantined clips never reach latent
+"""Quarantine is enforced: validation's quarantined clips never reach latent
 precompute, training batches or the benchmark, and the training run records which clips were
 left out.
 
