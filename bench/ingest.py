@@ -1,4 +1,5 @@
-"""Footage ingest speed: seconds of footage a second, per core, at 720p and 1080p, against decoding alone in the same run.
+"""Footage ingest speed: seconds of footage a second, per core, at 720p and 1080p, against
+decoding alone in the same run.
 
 For each size, makes SOURCES H.264 + AAC sources of SECONDS seconds at 25 fps with
 tests/data/footage_kit.py (a photograph with a face, moving shapes, hard cuts, a dissolve,
