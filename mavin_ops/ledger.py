@@ -146,9 +146,16 @@ def read(model: str) -> list[dict[str, Any]]:
         raise broken("is missing but its head pointer is there (deleted)")
     key = _key(create=False)
     try:
-        lines = read_bytes(path, "a ledger", MAX_LEDGER_BYTES).decode("utf-8").splitlines()
-    except (InputError, UnicodeDecodeError) as exc:
+        raw = read_bytes(path, "a ledger", MAX_LEDGER_BYTES)
+    except InputError as exc:
         raise broken(f"cannot be read ({' '.join(str(exc).split())[:200]})") from None
+    # Every record ends with a newline; bytes after the last one are a write cut short (a full
+    # disk, a crash), kept out of the chain. They count only if the head pointer names them.
+    complete, _, torn = raw.rpartition(b"\n")
+    try:
+        lines = complete.decode("utf-8").split("\n") if complete or raw.endswith(b"\n") else []
+    except UnicodeDecodeError as exc:
+        raise broken(f"cannot be read (byte {exc.start} is not UTF-8)") from None
     records: list[dict[str, Any]] = []
     prev = GENESIS
     for n, line in enumerate(lines, start=1):
@@ -178,11 +185,21 @@ def read(model: str) -> list[dict[str, Any]]:
             and hmac.compare_digest(_head_sig(key, model, seq, mac), sig)):
         raise broken("has a head pointer the platform did not sign")
     if seq > len(records):
-        raise broken(f"ends at record #{len(records)} but its head pointer says #{seq} (records deleted from the end)")
+        cut = " (the last one cut short)" if torn else ""
+        raise broken(f"ends at record #{len(records)}{cut} but its head pointer says #{seq} (records deleted from the end)")
     if seq and records[seq - 1]["mac"] != mac:
         raise broken(f"record #{seq} is not the one the head pointer names")
     # Records past the head carry the key's signature: an append whose head update was cut short.
     return records
+
+
+def _drop_torn_tail(fd: int) -> None:
+    """Cut bytes after the ledger's last newline (a write cut short, which :func:`read` left
+    out of the chain) before the next record goes on."""
+    size = os.fstat(fd).st_size
+    keep = os.pread(fd, size, 0).rfind(b"\n") + 1  # (read() has checked the file: at most MAX_LEDGER_BYTES)
+    if keep < size:
+        os.ftruncate(fd, keep)
 
 
 def append(model: str, kind: str, who: str, **fields: Any) -> dict[str, Any]:
@@ -209,7 +226,8 @@ def append(model: str, kind: str, who: str, **fields: Any) -> dict[str, Any]:
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         record = {**body, "mac": _mac(key, body)}
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        _drop_torn_tail(fd)
         with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n")
             fh.flush()

@@ -296,3 +296,19 @@ def test_deleted_champion_metrics_are_named_by_verify(trail):
     settings.local_path(G.load_champion("m").source).unlink()
     (problem,) = registry.verify("m")
     assert "champion m v2: cannot read its metrics" in problem and "the next gate cannot compare against the champion" in problem
+
+
+def test_a_write_cut_short_is_left_out_and_removed_by_the_next_record(trail, capsys):
+    """A full disk mid-append leaves part of a line and no head update: the ledger reads as
+    it was, verify is clean, and the next record replaces the torn bytes. Cutting into a record
+    the head pointer names is still deletion."""
+    path, _ = trail
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"seq":7,"kind":"move","half a rec')
+    assert len(ledger.read("m")) == 6 and registry.verify("m") == []
+    v3 = gated_version("m", triton=12)
+    registry.promote("m", v3, reason="after the torn write")
+    assert [r["seq"] for r in ledger.read("m")] == list(range(1, 10)) and registry.verify("m") == []
+    assert b"half a rec" not in path.read_bytes()
+    path.write_bytes(path.read_bytes()[:-40])  # into the last record, which the head names
+    assert "ends at record #8 (the last one cut short) but its head pointer says #9" in registry.verify("m")[0]
