@@ -12,7 +12,6 @@ the release's parent run (tagged by its release id) and its nested step runs
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,43 +202,31 @@ _COLOURS = {
 }
 
 
+_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td{border:1px solid #ccc;padding:6px;vertical-align:top}</style>
+</head><body><h1>{{ title }}</h1><p>Each box was read from MLflow; dashed boxes are links that are missing.</p>
+<div style="display:flex;gap:2em"><div>
+<svg xmlns="http://www.w3.org/2000/svg" width="{{ W + 2 * X }}" height="{{ chain|length * (H + GAP) }}" font-family="sans-serif">
+<defs><marker id="a" markerWidth="10" markerHeight="10" refX="5" refY="5" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#444"/></marker></defs>
+{% for link in chain %}{% set y = loop.index0 * (H + GAP) + 10 %}{% set colour = colours.get(link.kind, "#444") %}
+<rect x="{{ X }}" y="{{ y }}" width="{{ W }}" height="{{ H }}" rx="8" fill="white" stroke="{{ colour }}" stroke-width="2"{% if link.missing %} stroke-dasharray="6,4"{% endif %}/>
+<text x="{{ X + 12 }}" y="{{ y + 24 }}" font-size="12" fill="{{ colour }}">{{ link.kind|upper }}</text>
+<text x="{{ X + 12 }}" y="{{ y + 46 }}" font-size="14">{{ link.title[:56] }}</text>
+{% if not loop.first %}<line x1="{{ X + W / 2 }}" y1="{{ y }}" x2="{{ X + W / 2 }}" y2="{{ y - GAP + 4 }}" stroke="#444" marker-end="url(#a)"/>{% endif %}
+{% endfor %}</svg></div>
+<table>{% for link in chain %}<tr><td><b>{{ link.kind }}</b></td><td>{{ link.title }}</td><td>
+{% for k, v in link.facts.items() if v %}{{ k }}: <code>{{ v }}</code>{% if not loop.last %}<br>{% endif %}{% endfor %}</td></tr>{% endfor %}</table>
+</div></body></html>
+"""
+
+
 def render_html(chain: list[Link], path: str | Path, title: str = "mavin-ops lineage") -> Path:
     """A page with the chain drawn as an SVG graph (boxes joined by arrows, newest on top)
-    and every fact beside its box."""
-    box_w, box_h, gap, x = 420, 64, 40, 20
-    height = len(chain) * (box_h + gap)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{box_w + 2 * x}" height="{height}" font-family="sans-serif">',
-        '<defs><marker id="a" markerWidth="10" markerHeight="10" refX="5" refY="5" orient="auto">'
-        '<path d="M0,0 L10,5 L0,10 z" fill="#444"/></marker></defs>',
-    ]
-    for n, link in enumerate(chain):
-        y = n * (box_h + gap) + 10
-        colour = _COLOURS.get(link.kind, "#444")
-        dash = ' stroke-dasharray="6,4"' if link.missing else ""
-        parts.append(
-            f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="8" fill="white" stroke="{colour}" stroke-width="2"{dash}/>'
-        )
-        parts.append(f'<text x="{x + 12}" y="{y + 24}" font-size="12" fill="{colour}">{html.escape(link.kind.upper())}</text>')
-        parts.append(f'<text x="{x + 12}" y="{y + 46}" font-size="14">{html.escape(link.title[:56])}</text>')
-        if n:
-            parts.append(
-                f'<line x1="{x + box_w / 2}" y1="{y}" x2="{x + box_w / 2}" y2="{y - gap + 4}" stroke="#444" marker-end="url(#a)"/>'
-            )
-    parts.append("</svg>")
-    rows = "".join(
-        f"<tr><td><b>{html.escape(link.kind)}</b></td><td>{html.escape(link.title)}</td><td>"
-        + "<br>".join(f"{html.escape(k)}: <code>{html.escape(v)}</code>" for k, v in link.facts.items() if v)
-        + "</td></tr>"
-        for link in chain
-    )
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td{border:1px solid #ccc;padding:6px;vertical-align:top}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>Each box was read from MLflow; dashed boxes are links that are missing.</p>"
-        f"<div style='display:flex;gap:2em'><div>{''.join(parts)}</div><table>{rows}</table></div></body></html>"
-    )
+    and every fact beside its box (Jinja2, every value escaped)."""
+    from jinja2 import Environment
+
+    page = Environment(autoescape=True).from_string(_PAGE).render(
+        chain=chain, title=title, colours=_COLOURS, W=420, H=64, GAP=40, X=20)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

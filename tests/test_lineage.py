@@ -99,3 +99,13 @@ def test_a_quote_in_the_release_id_tag_is_looked_up_as_text(mlflow, capsys):
         chain = json.loads(capsys.readouterr().out)
         release = next(link for link in chain if link["kind"] == "release")
         assert release["missing"] and "not found" in release["title"]
+
+
+def test_the_page_escapes_what_it_read_from_mlflow(tmp_path):
+    """Tags are anyone's to write: a title or fact with markup is shown as text."""
+    chain = [lineage.Link("model", "<script>alert(1)</script>", {"tag": "<img src=x onerror=alert(2)>", "empty": ""}),
+             lineage.Link("release", "r1", {}, missing=True)]
+    page = lineage.render_html(chain, tmp_path / "l.html", title="a & b").read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page and "<img" not in page and "&lt;img" in page
+    assert "<title>a &amp; b</title>" in page and "empty:" not in page
+    assert page.count("<rect") == 2 and page.count("marker-end") == 1 and page.count('stroke-dasharray="6,4"') == 1
