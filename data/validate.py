@@ -49,7 +49,6 @@ How it works, and why it is fast (see BENCHMARKS.md, "Manifest validation"):
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
 import math
@@ -903,29 +902,30 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         fh.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def _summary_html(summary: dict[str, Any], examples: list[tuple[int, list[str]]], docs_index: Path | None) -> str:
-    e = html.escape
-    verdict = "PASSED" if summary["passed"] else "FAILED"
-    colour = "#1a7f37" if summary["passed"] else "#cf222e"
-    rules = "".join(f"<tr><td>{e(r)}</td><td>{n}</td></tr>" for r, n in summary["rule_counts"].items())
-    rows = "".join(
-        f"<tr><td>{line}</td><td>{'<br>'.join(e(x) for x in reasons)}</td></tr>" for line, reasons in examples
-    )
-    link = f'<p><a href="{e(docs_index.name)}">Great Expectations Data Docs (suite {SUITE_NAME})</a></p>' if docs_index else ""
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Manifest validation: {e(str(summary['dataset']))}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}</style></head>
-<body><h1>Manifest validation <span style="color:{colour}">{verdict}</span></h1>
-<p>Dataset <code>{e(str(summary['dataset']))}</code>, manifest sha256 <code>{e(summary['manifest_sha256'])}</code>.</p>
-<p>{summary['rows']} rows: {summary['valid']} valid, {summary['quarantined']} quarantined
-({summary['quarantined_share']:.2%}; threshold {summary['max_quarantine_share']:.2%}).</p>
-{link}
-<h2>Quarantined rows per rule</h2><table><tr><th>rule</th><th>rows</th></tr>{rules}</table>
-<h2>First {len(examples)} quarantined lines</h2><table><tr><th>line</th><th>reasons</th></tr>{rows}</table>
-<p>All reasons: <code>{e(summary['files']['quarantine'])}</code></p>
+_SUMMARY_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Manifest validation: {{ s.dataset }}</title>
+<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}</style></head>
+<body><h1>Manifest validation <span style="color:{{ '#1a7f37' if s.passed else '#cf222e' }}">{{ 'PASSED' if s.passed else 'FAILED' }}</span></h1>
+<p>Dataset <code>{{ s.dataset }}</code>, manifest sha256 <code>{{ s.manifest_sha256 }}</code>.</p>
+<p>{{ s.rows }} rows: {{ s.valid }} valid, {{ s.quarantined }} quarantined
+({{ '%.2f%%' % (100 * s.quarantined_share) }}; threshold {{ '%.2f%%' % (100 * s.max_quarantine_share) }}).</p>
+{% if docs %}<p><a href="{{ docs }}">Great Expectations Data Docs (suite {{ suite }})</a></p>{% endif %}
+<h2>Quarantined rows per rule</h2><table><tr><th>rule</th><th>rows</th></tr>
+{% for rule, n in s.rule_counts.items() %}<tr><td>{{ rule }}</td><td>{{ n }}</td></tr>{% endfor %}</table>
+<h2>First {{ examples|length }} quarantined lines</h2><table><tr><th>line</th><th>reasons</th></tr>
+{% for line, reasons in examples %}<tr><td>{{ line }}</td><td>{% for r in reasons %}{{ r }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td></tr>{% endfor %}</table>
+<p>All reasons: <code>{{ s.files.quarantine }}</code></p>
 </body></html>
 """
+
+
+def _summary_html(summary: dict[str, Any], examples: list[tuple[int, list[str]]], docs_index: Path | None) -> str:
+    """The validation's summary page (Jinja2, every value escaped)."""
+    from jinja2 import Environment
+
+    return Environment(autoescape=True).from_string(_SUMMARY_PAGE).render(
+        s=summary, examples=examples, docs=docs_index.name if docs_index else "", suite=SUITE_NAME)
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -622,3 +622,11 @@ def test_lines_too_deep_too_long_or_with_a_lone_surrogate_are_quarantined_and_th
     kept = [line for line in manifest.read_manifest(root) if line.row is not None]
     assert len(kept) == len(lines) - 3 and any(line.lineno == 10 for line in kept)
     assert report.valid == N_CLIPS - 3
+
+
+def test_the_summary_page_shows_markup_from_a_manifest_as_text(dataset, tmp_path):
+    root, rows = dataset
+    rows[4]["id"] = "<script>alert(1)</script>"
+    write_lines(root, rows)
+    page = run(root, tmp_path, build_docs=True, docs_dir=tmp_path / "docs").summary_page.read_text(encoding="utf-8")
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
