@@ -82,7 +82,7 @@ __all__ = [
     "PALETTE",
     "PITCHES",
     "PRESETS",
-    "PresetError",
+    "WorldPresetError",
     "SFX_RMS",
     "SPEECH_RMS",
     "SynthConfig",
@@ -145,7 +145,7 @@ class SynthConfig:
             raise ValueError(f"preset {self.name}: needs at least one train clip, one eval clip and one clip per source")
 
 
-class PresetError(MavinError, ValueError):
+class WorldPresetError(MavinError, ValueError):
     """An unknown dataset preset name or generation setting (a user's mistake)."""
 
 
@@ -170,7 +170,7 @@ def get_preset(preset: str | SynthConfig) -> SynthConfig:
     try:
         return PRESETS[preset]
     except KeyError:
-        raise PresetError(f"unknown MAVINSet-mini preset '{preset}'; choose one of {', '.join(PRESETS)}") from None
+        raise WorldPresetError(f"unknown MAVINSet-mini preset '{preset}'; choose one of {', '.join(PRESETS)}") from None
 
 
 # --------------------------------------------------------------------------- palette
@@ -1221,7 +1221,7 @@ def generate(
     """
     cfg = get_preset(preset)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise PresetError(f"seed (--seed) must be a non-negative integer, got {seed!r}")
+        raise WorldPresetError(f"seed (--seed) must be a non-negative integer, got {seed!r}")
     out = Path(out_dir)
     _check_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)

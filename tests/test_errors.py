@@ -77,3 +77,15 @@ def test_anything_else_keeps_its_traceback(monkeypatch, kind):
     monkeypatch.setattr(cli, "_history", buggy)
     with pytest.raises(kind):
         main(["history", "m"])
+
+
+def test_no_two_error_classes_share_a_name():
+    """One name, one meaning: two ``PresetError`` classes once meant two things."""
+    from collections import Counter
+
+    names = Counter()
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            names.update(node.name for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                         if isinstance(node, ast.ClassDef) and node.name.endswith("Error"))
+    assert [name for name, n in names.items() if n > 1] == []
