@@ -116,68 +116,51 @@ def _sheet_html(sheet: Path | None) -> str:
     )
 
 
-def render_gate_html(decision: "GateDecision", sheet: Path | None = None) -> str:
-    """The whole page as a string; ``sheet``: the evaluation's summary contact sheet, shown
-    under the metrics when it exists."""
-    verdict = decision.verdict
-    champ = decision.champion
-    if champ is None:
-        champ_line = "no champion yet: floors only"
-    else:
-        champ_line = (
-            f"champion <code>{html.escape(str(champ.get('model_name')))}</code> version "
-            f"<code>{html.escape(str(champ.get('version')))}</code> (run {html.escape(str(champ.get('run_id')))}, "
-            f"metrics from {html.escape(str(champ.get('source')))})"
-        )
-    bench = decision.benchmark
-    policy = decision.policy
-    boot = policy.get("bootstrap", {})
-    rows = []
-    for chk in decision.checks:
-        direction = "higher" if chk.higher_is_better else "lower"
-        ci = "&ndash;" if chk.ci_low is None else f"[{_fmt(chk.ci_low)}, {_fmt(chk.ci_high)}]"
-        if chk.regression_ok is None:
-            ci = '<span class="na">not compared</span>'
-        cls = "pass" if chk.passed else "fail"
-        label = "pass" if chk.passed else "fail"
-        if getattr(chk, "not_measured", ""):
-            cls, label = "na", "not measured"
-        rows.append(
-            "<tr>"
-            f"<td>{html.escape(chk.name)}</td><td>{direction}</td>"
-            f"<td>{_fmt(chk.challenger)}</td><td>{chk.challenger_count}</td>"
-            f"<td>{_fmt(chk.champion)}</td><td>{_floor_text(chk)}</td>"
-            f"<td>{_fmt(chk.diff_mean)}</td><td>{ci}</td><td>{chk.paired}</td><td>{_fmt(chk.tolerance)}</td>"
-            f'<td><span class="verdict {cls}">{label}</span></td>'
-            "</tr>"
-        )
-        if getattr(chk, "not_measured", ""):
-            rows.append(f'<tr><td class="reason" colspan="11">{html.escape(chk.not_measured)}</td></tr>')
-        if chk.reasons:
-            rows.append(f'<tr><td class="reason" colspan="11">{"<br>".join(html.escape(r) for r in chk.reasons)}</td></tr>')
-    general = [r for r in decision.reasons if not any(r in c.reasons for c in decision.checks)]
-    reasons_html = ""
-    if general:
-        reasons_html = "<h2>Why the gate failed</h2><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in general) + "</ul>"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Release gate: {verdict}</title><style>{_CSS}</style></head>
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Release gate: {{ d.verdict }}</title><style>{{ css }}</style></head>
 <body>
-<h1>Release gate <span class="verdict {verdict}">{verdict.upper()}</span></h1>
-<p class="muted">benchmark <code>{html.escape(str(bench.get('id')))}</code> digest <code>{html.escape(str(bench.get('digest'))[:16])}</code>,
-{bench.get('n_clips', 0)} clips &middot; {champ_line}<br>
-policy <code>{html.escape(str(policy.get('source')))}</code> &middot; paired bootstrap: {boot.get('resamples')} resamples,
-{boot.get('confidence')} confidence, seed {boot.get('seed')} &middot; decided {html.escape(decision.created_at)}</p>
-{reasons_html}
+<h1>Release gate <span class="verdict {{ d.verdict }}">{{ d.verdict|upper }}</span></h1>
+<p class="muted">benchmark <code>{{ bench.get('id') }}</code> digest <code>{{ (bench.get('digest')|string)[:16] }}</code>,
+{{ bench.get('n_clips', 0) }} clips &middot;
+{% if champ is none %}no champion yet: floors only{% else %}champion <code>{{ champ.get('model_name') }}</code> version
+<code>{{ champ.get('version') }}</code> (run {{ champ.get('run_id') }}, metrics from {{ champ.get('source') }}){% endif %}<br>
+policy <code>{{ policy.get('source') }}</code> &middot; paired bootstrap: {{ boot.get('resamples') }} resamples,
+{{ boot.get('confidence') }} confidence, seed {{ boot.get('seed') }} &middot; decided {{ d.created_at }}</p>
+{% if general %}<h2>Why the gate failed</h2><ul>{% for r in general %}<li>{{ r }}</li>{% endfor %}</ul>{% endif %}
 <h2>Metrics</h2>
 <p class="muted">Difference = challenger &minus; champion per clip, sign flipped for lower-is-better metrics so that
 positive always means better. Non-regression passes when the interval's lower end is &ge; &minus;tolerance.</p>
 <table>
 <tr><th>metric</th><th>better</th><th>challenger</th><th>clips</th><th>champion</th><th>floor</th>
 <th>mean diff</th><th>interval</th><th>paired</th><th>tolerance</th><th>verdict</th></tr>
-{''.join(rows)}
+{% for c in d.checks %}{% set na = c.not_measured|default('') %}
+<tr><td>{{ c.name }}</td><td>{{ 'higher' if c.higher_is_better else 'lower' }}</td>
+<td>{{ fmt(c.challenger) }}</td><td>{{ c.challenger_count }}</td><td>{{ fmt(c.champion) }}</td><td>{{ floor(c) }}</td>
+<td>{{ fmt(c.diff_mean) }}</td>
+<td>{% if c.regression_ok is none %}<span class="na">not compared</span>{% elif c.ci_low is none %}&ndash;{% else %}[{{ fmt(c.ci_low) }}, {{ fmt(c.ci_high) }}]{% endif %}</td>
+<td>{{ c.paired }}</td><td>{{ fmt(c.tolerance) }}</td>
+<td><span class="verdict {{ 'na' if na else ('pass' if c.passed else 'fail') }}">{{ 'not measured' if na else ('pass' if c.passed else 'fail') }}</span></td></tr>
+{% if na %}<tr><td class="reason" colspan="11">{{ na }}</td></tr>{% endif %}
+{% if c.reasons %}<tr><td class="reason" colspan="11">{% for r in c.reasons %}{{ r }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td></tr>{% endif %}
+{% endfor %}
 </table>
 <h2>Intervals, in tolerances</h2>
-{interval_chart_svg(decision.checks)}
-{_sheet_html(sheet)}
+{{ chart }}
+{{ sheet }}
 </body></html>
 """
+
+
+def render_gate_html(decision: "GateDecision", sheet: Path | None = None) -> str:
+    """The whole page as a string (Jinja2, every value escaped); ``sheet``: the evaluation's
+    summary contact sheet, shown under the metrics when it exists."""
+    from jinja2 import Environment
+    from markupsafe import Markup
+
+    general = [r for r in decision.reasons if not any(r in c.reasons for c in decision.checks)]
+    policy = decision.policy
+    return Environment(autoescape=True).from_string(_PAGE).render(
+        d=decision, champ=decision.champion, bench=decision.benchmark, policy=policy, boot=policy.get("bootstrap", {}),
+        general=general, fmt=lambda v: Markup(_fmt(v)), floor=lambda c: Markup(_floor_text(c)), css=Markup(_CSS),
+        chart=Markup(interval_chart_svg(decision.checks)), sheet=Markup(_sheet_html(sheet)),
+    )
