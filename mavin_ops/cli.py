@@ -560,7 +560,7 @@ def _profile(args: argparse.Namespace):
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from mavin_ops.training.cluster import ClusterSpec, to_yaml
+    from mavin_ops.training.manifests import ClusterSpec, to_yaml
     from mavin_ops.training.plan import check_fits, gpu_memory_gb, plan
 
     memory = args.gpu_memory_gb

@@ -64,7 +64,7 @@ class ClusterProfile:
     resources: dict[str, dict[str, str]] = field(default_factory=dict)
     #: How the train steps launch their stage: ``{backend: trainjob | local, nodes, gpus_per_node,
     #: namespace, home_pvc, home_mount, ..., stages: {<stage>: {nodes, gpus_per_node}}}``
-    #: (training/cluster.py: plan_for_stage). Empty: one process in the train step's pod.
+    #: (training/manifests.py: plan_for_stage). Empty: one process in the train step's pod.
     training: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
 
@@ -113,7 +113,7 @@ class ClusterProfile:
         if self.gpu and (not isinstance(gpu_steps, list) or int(self.gpu.get("count", 0)) < 1):
             raise ProfileError(f"cluster profile {self.source}: gpu needs 'steps' (a list) and 'count' >= 1")
         if self.training:
-            from mavin_ops.training.cluster import plan_for_stage
+            from mavin_ops.training.manifests import plan_for_stage
             from mavin_ops.training.recipes import STAGES
 
             home = self.env.get("MAVIN_HOME", "")

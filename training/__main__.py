@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps({"index": str(index.root / "index.json"), "clips": len(index), "dataset_digest": index.dataset_digest, "encoder": index.encoder}))
         return 0
     if args.cmd == "render-job":
-        from .cluster import ClusterSpec, render_pytorchjob, render_trainjob, to_yaml
+        from .manifests import ClusterSpec, render_pytorchjob, render_trainjob, to_yaml
 
         spec = ClusterSpec(nodes=args.nodes, gpus_per_node=args.gpus, **({"image": args.image} if args.image else {}))
         render = render_trainjob if args.kind == "trainjob" else render_pytorchjob

@@ -1,7 +1,7 @@
 """The ``trainjob`` launch backend: a training stage as a Kubeflow Trainer ``TrainJob``,
 created through the Kubernetes API and followed to its end.
 
-:func:`run_trainjob` takes the object :func:`training.cluster.render_trainjob` renders and
+:func:`run_trainjob` takes the object :func:`training.manifests.render_trainjob` renders and
 
 1. checks it against the Trainer's published API models (``kubeflow-trainer-api``): every
    field must parse with its type, and every field we send must survive the round trip (a

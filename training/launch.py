@@ -11,8 +11,8 @@ starts, where it writes, how many processes) and run by a backend:
   stage ends; a failure of any rank fails the launch with that rank's last error line and
   the path of its log.
 
-- ``trainjob``: a Kubeflow Trainer ``TrainJob`` (rendered by :mod:`training.cluster` from a
-  :class:`~training.cluster.ClusterSpec`: nodes, GPUs per node, image, shared volume) created
+- ``trainjob``: a Kubeflow Trainer ``TrainJob`` (rendered by :mod:`training.manifests` from a
+  :class:`~training.manifests.ClusterSpec`: nodes, GPUs per node, image, shared volume) created
   through the Kubernetes API and followed to its end by :mod:`training.k8s`; rank 0's log
   streams into this process's output, a cancelled step deletes the job, a retried step
   re-attaches to it. The checkpoints are on the shared volume, so ``out_dir`` must be a path
@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import checkpoint as ckpt
-from .cluster import BACKENDS
+from .manifests import BACKENDS
 from .trainer import StageResult, TrainError, train_stage
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cluster import ClusterSpec
+    from .manifests import ClusterSpec
 
 __all__ = ["BACKENDS", "LAUNCH_ENV", "StageLaunch", "from_environment", "launch", "result_from_checkpoint"]
 
@@ -74,7 +74,7 @@ class StageLaunch:
 def launch(spec: StageLaunch, *, log_dir: str | os.PathLike | None = None, timeout_s: float | None = None,
            cluster: "ClusterSpec | None" = None, apis: tuple | None = None) -> StageResult:
     """Run the stage with its backend and return rank 0's result. ``cluster`` sizes a
-    ``trainjob`` launch (default :class:`~training.cluster.ClusterSpec`); ``apis`` are the
+    ``trainjob`` launch (default :class:`~training.manifests.ClusterSpec`); ``apis`` are the
     Kubernetes API clients to use (default: configured from the pod or the kubeconfig)."""
     if spec.backend not in BACKENDS:
         raise TrainError(f"unknown launch backend '{spec.backend}'; one of {', '.join(BACKENDS)}")
@@ -139,7 +139,7 @@ def from_environment(stage: str, home: str, procs: int = 1) -> tuple[str, int, "
     """(backend, processes, cluster) for ``stage`` from ``$MAVIN_LAUNCH``; without it, the
     launcher picks by ``procs`` (inprocess or local). A ``local`` plan runs one process per
     GPU of the step's own pod (``gpus_per_node``)."""
-    from .cluster import SecretEnv, plan_for_stage
+    from .manifests import SecretEnv, plan_for_stage
 
     raw = os.environ.get(LAUNCH_ENV, "")
     if not raw:
@@ -157,7 +157,7 @@ def from_environment(stage: str, home: str, procs: int = 1) -> tuple[str, int, "
 
 
 def _trainjob(spec: StageLaunch, cluster: "ClusterSpec | None", timeout_s: float | None, apis: tuple | None) -> StageResult:
-    from .cluster import ClusterSpec, render_trainjob
+    from .manifests import ClusterSpec, render_trainjob
     from .k8s import TrainJobError, run_trainjob
 
     cluster = cluster or ClusterSpec()

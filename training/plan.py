@@ -89,7 +89,7 @@ def plan(preset: str = "paper", nodes: int = 4, gpus_per_node: int = 8, gpu_memo
     from mavin_ops.model import build_model
     from mavin_ops.model import config as mconfig
 
-    from .cluster import ClusterSpec, render_trainjob
+    from .manifests import ClusterSpec, render_trainjob
     from .mavin_adapter import MavinAdapter
     from .trainer import trainable_names
 

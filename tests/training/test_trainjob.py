@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mavin_ops.training import checkpoint as ckpt
-from mavin_ops.training.cluster import ClusterSpec, job_name, render_trainjob
+from mavin_ops.training.manifests import ClusterSpec, job_name, render_trainjob
 from mavin_ops.training.k8s import TrainJobError, api_clients, run_trainjob
 from mavin_ops.training.launch import StageLaunch, launch
 from mavin_ops.training.trainer import TrainError
@@ -121,7 +121,7 @@ def test_the_api_refuses_what_the_trainer_schema_does_not_know(isolated_home, cl
 
 CANCEL_SCRIPT = """
 import sys
-from mavin_ops.training.cluster import ClusterSpec, render_trainjob
+from mavin_ops.training.manifests import ClusterSpec, render_trainjob
 from mavin_ops.training.k8s import run_trainjob
 body = render_trainjob("id", "debug", ClusterSpec(nodes=1, gpus_per_node=1, home_mount=sys.argv[1], namespace="mavin"), release_id="r4")
 try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from mavin_ops.training import cluster
+from mavin_ops.training import manifests
 from mavin_ops.training.__main__ import _parser
 from mavin_ops.training.k8s import TrainJobError, validate_trainjob
 from mavin_ops.training.recipes import RecipeError
@@ -31,7 +31,7 @@ def _check_command(cmd, stage, nodes, gpus, init):
 
 
 def test_trainjob_for_4_nodes_x_8_gpus():
-    job = cluster.render_trainjob("joint", "paper", cluster.ClusterSpec(nodes=4, gpus_per_node=8), release_id="Rel_42", dataset_digest="ab12.dir")
+    job = manifests.render_trainjob("joint", "paper", manifests.ClusterSpec(nodes=4, gpus_per_node=8), release_id="Rel_42", dataset_digest="ab12.dir")
     assert job["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and job["kind"] == "TrainJob"
     assert job["metadata"]["name"] == "mavin-train-joint-paper-rel-42"
     t = job["spec"]["trainer"]
@@ -46,13 +46,13 @@ def test_trainjob_for_4_nodes_x_8_gpus():
     pod = node["template"]["spec"]["template"]["spec"]
     assert node["name"] == "node" and pod["containers"][0]["name"] == "node"
     assert {v["name"] for v in pod["volumes"]} == {"mavin-home", "dshm"}
-    assert yaml.safe_load(cluster.to_yaml(job)) == job
+    assert yaml.safe_load(manifests.to_yaml(job)) == job
     validate_trainjob(job)  # the Trainer's published API models accept every field, with its type
 
 
 def test_pytorchjob_master_and_workers():
-    spec = cluster.ClusterSpec(nodes=3, gpus_per_node=8, image="registry.local/mavin-ops:1")
-    job = cluster.render_pytorchjob("id", "paper", spec)
+    spec = manifests.ClusterSpec(nodes=3, gpus_per_node=8, image="registry.local/mavin-ops:1")
+    job = manifests.render_pytorchjob("id", "paper", spec)
     assert job["apiVersion"] == "kubeflow.org/v1" and job["kind"] == "PyTorchJob"
     assert job["spec"]["nprocPerNode"] == "8"
     reps = job["spec"]["pytorchReplicaSpecs"]
@@ -64,7 +64,7 @@ def test_pytorchjob_master_and_workers():
         _check_command(c["command"], "id", 3, 8, None)  # the first stage has no parent checkpoint
         _check_env(c["env"])
         assert {m["mountPath"] for m in c["volumeMounts"]} == {"/mnt/mavin", "/dev/shm"}
-    single = cluster.render_pytorchjob("av", "paper", cluster.ClusterSpec(nodes=1, gpus_per_node=2))
+    single = manifests.render_pytorchjob("av", "paper", manifests.ClusterSpec(nodes=1, gpus_per_node=2))
     assert set(single["spec"]["pytorchReplicaSpecs"]) == {"Master"}
 
 
@@ -78,13 +78,13 @@ def test_render_job_cli_prints_yaml(capsys):
 
 def test_bad_requests_fail_at_render_time():
     with pytest.raises(RecipeError, match="unknown stage 'warmup'"):
-        cluster.render_trainjob("warmup")
+        manifests.render_trainjob("warmup")
     with pytest.raises(ValueError, match="nodes >= 1 and gpus_per_node >= 1"):
-        cluster.ClusterSpec(nodes=0)
+        manifests.ClusterSpec(nodes=0)
 
 
 def test_the_schema_check_refuses_unknown_fields_and_wrong_types():
-    job = cluster.render_trainjob("id", "paper", cluster.ClusterSpec(nodes=1, gpus_per_node=2))
+    job = manifests.render_trainjob("id", "paper", manifests.ClusterSpec(nodes=1, gpus_per_node=2))
     old_style = {**job, "spec": {**job["spec"], "podTemplateOverrides": [{"targetJobs": [{"name": "node"}]}]}}
     with pytest.raises(TrainJobError, match=r"spec.podTemplateOverrides: not in the Trainer API"):
         validate_trainjob(old_style)  # what the renderer wrote before: the v2.3 schema has no such field
