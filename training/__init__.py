@@ -10,7 +10,7 @@ Modules, top to bottom:
 - ``engine``: process group (gloo / NCCL), DeepSpeed engine, full-state gather/scatter.
 - ``checkpoint``: atomic, sha256-verified checkpoints (safetensors + JSON, never pickle).
 - ``trainer``: :func:`train_stage` / :func:`train_stages`, SIGTERM handling, MLflow.
-- ``cluster``: the same launch as a Kubeflow TrainJob or PyTorchJob for N nodes x G GPUs.
+- ``manifests``: the same launch as a Kubeflow TrainJob or PyTorchJob for N nodes x G GPUs.
 - ``golden``: the committed debug loss curve.
 - ``__main__``: ``python -m mavin_ops.training train|precompute|render-job|golden``.
 """
