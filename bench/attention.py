@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mavin_ops.data.mtss import compile_caption, parse_script
+from mavin_ops.mtss import compile_caption, parse_script
 from mavin_ops.model import ClipInput, RoleReference, build_model
 from mavin_ops.model.dit import _flex
 from mavin_ops.model.masks import GroupMask

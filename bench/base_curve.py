@@ -45,7 +45,7 @@ def implied_clean(model: Any, clip: Any, out: Path, ts=(0.1, 0.3, 0.5, 0.7, 0.9,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mavin_ops.data import mtss
+    from mavin_ops import mtss
     from mavin_ops.model import ClipInput, RoleReference
     from mavin_ops.model.batch import unpatchify
 

@@ -49,7 +49,7 @@ def _generate(model: Any, clips: list[Any], sample_steps: int, seed: int) -> lis
     """Generated stand-ins for the benchmark clips: same script, row and references."""
     import dataclasses
 
-    from mavin_ops.data import mtss
+    from mavin_ops import mtss
     from mavin_ops.model import ClipInput, RoleReference
 
     out = []

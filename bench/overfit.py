@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mavin_ops.data import mtss, synth
+from mavin_ops import mtss
+from mavin_ops.data import synth
 from mavin_ops.model import ClipInput, ModelConfig, RoleReference, build_model, preset
 
 ARMS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mavin_ops.data import manifest, mtss
+from mavin_ops import mtss
+from mavin_ops.data import manifest
 from mavin_ops.data.validate import validate_dataset
 
 FPS = 8

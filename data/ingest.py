@@ -50,7 +50,9 @@ import numpy as np
 from . import footage as fx
 from .captioner import Captioner, captioner_from_env
 from . import manifest as _manifest
-from . import media, mtss
+from mavin_ops import mtss
+
+from . import media
 from .synth import SynthConfig, get_preset
 from mavin_ops.errors import MavinError
 

@@ -11,7 +11,7 @@ One JSON object per line, one clip per object::
      "sample_rate": 8000,
      "sha256": {"clips/c000001.mp4": "<hex>", "clips/c000001.wav": "<hex>",
                 "refs/c000001_R1.png": "<hex>", ...},        # every media file of the clip
-     "script": {... MTSS script, see data/mtss.py ...},
+     "script": {... MTSS script, see mavin_ops/mtss.py ...},
      "world": {...}}             # optional: synthetic-world truth (colours, voices) for metrics
 
 Media paths must stay inside the dataset root. This module reads and writes that layout

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import manifest as _manifest
-from . import mtss
+from mavin_ops import mtss
 from mavin_ops.errors import MavinError
 
 __all__ = [

@@ -69,7 +69,9 @@ from typing import Any, Callable
 import numpy as np
 
 from . import manifest as _manifest
-from . import media, mtss
+from mavin_ops import mtss
+
+from . import media
 from mavin_ops.errors import MavinError
 
 __all__ = [

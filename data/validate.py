@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from . import manifest as _manifest
-from . import mtss
+from mavin_ops import mtss
 from mavin_ops.errors import MavinError
 
 if TYPE_CHECKING:  # pandas and Great Expectations load only when a validation runs
@@ -87,7 +87,6 @@ __all__ = [
     "ValidationFailed",
     "ValidationLimits",
     "ValidationReport",
-    "main",
     "quarantine_record",
     "read_clips",
     "validate_dataset",

@@ -600,7 +600,8 @@ def _benchmark_id(root: Path, split: str, digest: str) -> str:
 
 
 def _load_generated(gen_root: Path, gen_row: Mapping[str, Any], bench_root: Path, bench_row: Mapping[str, Any]) -> _Clip:
-    from mavin_ops.data import media, mtss
+    from mavin_ops import mtss
+    from mavin_ops.data import media
     from mavin_ops.data.manifest import resolve_media
 
     cid = str(bench_row["id"])

@@ -36,7 +36,8 @@ def generate_benchmark(
     import numpy as np
     import torch
 
-    from mavin_ops.data import manifest, media, mtss
+    from mavin_ops import mtss
+    from mavin_ops.data import manifest, media
     from mavin_ops.model import ClipInput, RoleReference
 
     bench = Path(benchmark_root)

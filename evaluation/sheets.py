@@ -70,7 +70,7 @@ def clip_sheet(
     label: str = "generated",
 ) -> Path:
     """Draw one clip's contact sheet to ``out`` (PNG). ``truth`` / ``generated`` are uint8
-    (F, H, W, 3) frames; ``script`` a parsed MTSS script (data/mtss.py). Without ``truth``
+    (F, H, W, 3) frames; ``script`` a parsed MTSS script (mavin_ops/mtss.py). Without ``truth``
     (a served clip has none) only the generated frames and waveform are drawn. ``presence``
     (the evaluation's ``details.presence``: ``"<shot>/<role>"`` -> probability that the world
     encoder sees the role drawn) labels each shot with what the encoder saw in the generated

@@ -143,7 +143,7 @@ def _script_check(args: argparse.Namespace) -> int:
     is missing or does not decode is the user's mistake (exit 2, checked before any output)."""
     import itertools
 
-    from mavin_ops.data import mtss
+    from mavin_ops import mtss
 
     for name in args.files:
         if not Path(name).exists():

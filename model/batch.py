@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mavin_ops.data.mtss import HierarchicalCaption
+from mavin_ops.mtss import HierarchicalCaption
 
 from .codecs import audio_to_tensor, frames_to_tensor
 from .masks import MASK_NAMES, GroupMask, TokenLayout, clip_group_masks

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import Tensor
 
-from mavin_ops.data.mtss import TIME_EPS, HierarchicalCaption
+from mavin_ops.mtss import TIME_EPS, HierarchicalCaption
 
 __all__ = [
     "MASK_NAMES",

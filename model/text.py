@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mavin_ops.data.mtss import HierarchicalCaption
+from mavin_ops.mtss import HierarchicalCaption
 
 from .codecs import load_frozen_weights
 

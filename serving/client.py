@@ -2,8 +2,8 @@
 
 ``mavin-ops generate --script scene.json --out scene.mp4`` calls :func:`generate`:
 
-1. the script is read, parsed and grounded with ``data/mtss.py`` *before anything is sent*:
-   a bad script raises :class:`~mavin_ops.data.mtss.ScriptError` with its located issues;
+1. the script is read, parsed and grounded with ``mavin_ops/mtss.py`` *before anything is sent*:
+   a bad script raises :class:`~mavin_ops.mtss.ScriptError` with its located issues;
 2. the server's limits (customized roles, sample rate) are read from the model config and
    the script is checked against them, still before any inference;
 3. the reference media each customized role cites is loaded (paths relative to
@@ -97,7 +97,7 @@ def server_parameters(client: Any, model: str = ENTRY_MODEL) -> dict[str, str]:
 
 
 def _load_script(script: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], Path | None]:
-    from mavin_ops.data.mtss import read_script_file
+    from mavin_ops.mtss import read_script_file
 
     if isinstance(script, Mapping):
         return dict(script), None
@@ -122,7 +122,7 @@ def build_request(
     """Read, parse and ground the script (raising ``ScriptError`` before any network call)
     and load the reference media its customized roles cite."""
     from mavin_ops.data.media import read_png, read_wav
-    from mavin_ops.data.mtss import check_script, parse_script
+    from mavin_ops.mtss import check_script, parse_script
 
     data, path = _load_script(script)
     parsed = check_script(parse_script(data), max_customized_roles=max_customized_roles)

@@ -2,7 +2,7 @@
 
 Export needs example inputs to trace and to check parity on; the smoke test and the
 benchmark need a request to send. Both come from here, so nothing depends on a dataset being
-present. Scripts are valid MTSS (``data/mtss.py``) and match the config's frame rate and
+present. Scripts are valid MTSS (``mavin_ops/mtss.py``) and match the config's frame rate and
 temporal stride (``stride * k + 1`` frames). By default an example lasts about
 ``EXAMPLE_SECONDS`` whatever the codec's stride (17 frames at 8 fps).
 """

@@ -197,7 +197,7 @@ def _examples(model: "MavinModel", seed: int = 0) -> dict[str, list[dict[str, "t
     batch, token and caption sizes (batch 3)."""
     import torch
 
-    from mavin_ops.data.mtss import compile_caption, parse_script
+    from mavin_ops.mtss import compile_caption, parse_script
     from mavin_ops.model.batch import ClipInput, RoleReference
     from mavin_ops.model.export import denoiser_example
 

@@ -7,7 +7,7 @@ compared exactly. Only the *runner* differs: ``run(model, inputs) -> outputs``.
 One request, in order:
 
 1. refuse bad requests before any inference (:class:`RequestError`, a 4xx-class error): the
-   script must parse and be grounded (``data/mtss.py``: the same located issues a validator
+   script must parse and be grounded (``mavin_ops/mtss.py``: the same located issues a validator
    reports), respect the serving limits (script size, duration, steps, customized roles,
    reference media size and type), and carry the reference media its customized roles cite;
 2. build the model inputs with the model's own batch code (``model.batch.prepare_batch``:
@@ -35,7 +35,7 @@ from .spec import ServingLimits
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from mavin_ops.data.mtss import Script
+    from mavin_ops.mtss import Script
     from mavin_ops.model.config import ModelConfig
 
 __all__ = [
@@ -224,7 +224,7 @@ class Pipeline:
     def check(self, request: GenerateRequest) -> "Script":
         """The parsed, grounded script of a request that passes every limit; raises
         :class:`RequestError` naming the first problem otherwise."""
-        from mavin_ops.data.mtss import ScriptError, check_script, parse_script
+        from mavin_ops.mtss import ScriptError, check_script, parse_script
 
         lim, cfg = self.limits, self.config
         raw = request.script_bytes()
@@ -284,7 +284,7 @@ class Pipeline:
         """Check the request and build the model's :class:`~mavin_ops.model.Batch` for it."""
         import torch
 
-        from mavin_ops.data.mtss import compile_caption
+        from mavin_ops.mtss import compile_caption
         from mavin_ops.model.batch import ClipInput, RoleReference, prepare_batch
 
         script = self.check(request)

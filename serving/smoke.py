@@ -55,7 +55,8 @@ def served_sheet(out: Path, mp4: Path, script_path: Path) -> Path:
     """The contact sheet of a served clip (evaluation/sheets.py), next to its mp4: the frames
     of each scripted shot and the waveform under the scripted dialogue, with the reference
     images the script cites. A served clip has no ground truth to draw beside it."""
-    from mavin_ops.data import media, mtss
+    from mavin_ops import mtss
+    from mavin_ops.data import media
     from mavin_ops.evaluation.sheets import clip_sheet
 
     data = json.loads(Path(script_path).read_text(encoding="utf-8"))

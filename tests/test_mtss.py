@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from mavin_ops.data.mtss import (
+from mavin_ops.mtss import (
     ScriptError,
     TimeRange,
     check_script,

@@ -130,7 +130,7 @@ class MavinAdapter:
 
     def clip_inputs(self, records: list[Any]) -> list[Any]:
         """Precomputed records -> ``ClipInput`` with latents and reference media."""
-        from mavin_ops.data import mtss
+        from mavin_ops import mtss
         from mavin_ops.model import ClipInput, RoleReference
 
         clips = []

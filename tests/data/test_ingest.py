@@ -19,7 +19,8 @@ import pytest
 
 from footage_kit import Shot, faststart, make_source
 
-from mavin_ops.data import ingest, manifest, media, mtss, validate
+from mavin_ops import mtss
+from mavin_ops.data import ingest, manifest, media, validate
 
 VENV_BIN = Path(sys.executable).parent
 

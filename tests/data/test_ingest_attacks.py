@@ -15,7 +15,8 @@ import pytest
 from footage_kit import Shot, make_source
 
 from mavin_ops.data import footage as fx
-from mavin_ops.data import ingest, manifest, media, mtss
+from mavin_ops import mtss
+from mavin_ops.data import ingest, manifest, media
 
 
 def _rows(out: Path) -> list[dict]:

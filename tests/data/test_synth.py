@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mavin_ops.data import manifest, media, mtss, synth
+from mavin_ops import mtss
+from mavin_ops.data import manifest, media, synth
 
 WINDOW = 80  # 10 ms at 8 kHz
 

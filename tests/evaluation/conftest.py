@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mavin_ops.data import mtss
+from mavin_ops import mtss
 from mavin_ops.data.media import Clip
 from mavin_ops.evaluation.results import SCHEMA
 

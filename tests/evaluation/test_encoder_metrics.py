@@ -128,7 +128,7 @@ def test_the_untrained_model_fails_the_gate(tiny_eval):
     steps: its output is its starting noise whatever the steps)."""
     import torch
 
-    from mavin_ops.data import mtss
+    from mavin_ops import mtss
     from mavin_ops.model import ClipInput, RoleReference, build_model
 
     torch.manual_seed(0)

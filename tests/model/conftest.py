@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mavin_ops.data.mtss import HierarchicalCaption, compile_caption, parse_script
+from mavin_ops.mtss import HierarchicalCaption, compile_caption, parse_script
 from mavin_ops.model import ClipInput, MavinModel, RoleReference, build_model, preset
 
 torch.set_num_threads(2)

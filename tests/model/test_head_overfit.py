@@ -36,7 +36,8 @@ import numpy as np
 import pytest
 import torch
 
-from mavin_ops.data import mtss, synth
+from mavin_ops import mtss
+from mavin_ops.data import synth
 from mavin_ops.model import ClipInput, ModelConfig, RoleReference, build_model, preset
 
 STEPS = 500

@@ -16,7 +16,7 @@ import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
 from mavin_ops.data.media import read_video
-from mavin_ops.data.mtss import ScriptError
+from mavin_ops.mtss import ScriptError
 from mavin_ops.serving.client import RequestRefused, build_request, connect, generate, infer
 from mavin_ops.serving.examples import example_script, write_example
 from mavin_ops.serving.pipeline import GenerateRequest, local_pipeline

@@ -145,7 +145,8 @@ def test_an_empty_subset_is_a_clear_error(tmp_path):
 
 def test_real_adapter_batches_from_latents_equal_batches_from_media(debug_dataset, tmp_path):
     """Precomputed latents + collate give the same Batch as the model encoding the media."""
-    from mavin_ops.data import media, mtss
+    from mavin_ops import mtss
+    from mavin_ops.data import media
     from mavin_ops.model import ClipInput, RoleReference, build_model
     from mavin_ops.training.mavin_adapter import MavinAdapter
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mavin_ops.data import mtss
+from mavin_ops import mtss
 
 VOCAB = 512
 TOKENS = 24
