@@ -80,3 +80,11 @@ def test_no_import_circle():
 
     circles = {" -> ".join(c) for m in edges if (c := cycle_from(m))}
     assert not circles, sorted(circles)[:5]
+
+
+def test_the_model_imports_no_layer_above_it():
+    """model/ is the network alone: the MTSS contract it reads is mavin_ops/mtss.py, shared
+    with data/, never data/, training/, evaluation/, serving/ or the pipelines."""
+    above = ("mavin_ops.data", "mavin_ops.training", "mavin_ops.evaluation", "mavin_ops.serving", "mavin_ops.pipelines", "mavin_ops.components")
+    reach = {(m, t) for m, targets in _imports().items() if m.startswith("mavin_ops.model") for t in targets if t.startswith(above)}
+    assert reach == set()
