@@ -116,12 +116,17 @@ def test_releases_lists_crafted_records_with_their_error(isolated_home, capsys):
     assert "nested too deep" in listed["r-deep"]["error"] and listed["r-good"]["duration_s"] == 61.5
 
 
+def _release_file_refused(tmp_path, capsys, text: str) -> str:
+    """`release --config` on a debug release file with ``text`` added: exit 2 and its one line."""
+    config = tmp_path / "release.yaml"
+    config.write_text("preset: debug\n" + text)
+    assert main(["release", "--config", str(config)]) == 2
+    return _one_line(capsys)
+
+
 def test_a_release_whose_source_is_the_filesystem_root_is_one_line(tmp_path, capsys):
     """`source: /` walked /proc and crashed with PermissionError before any run existed."""
-    config = tmp_path / "release.yaml"
-    config.write_text("preset: debug\nsource: /\n")
-    assert main(["release", "--config", str(config)]) == 2
-    assert "source '/' is the root of the filesystem" in _one_line(capsys)
+    assert "source '/' is the root of the filesystem" in _release_file_refused(tmp_path, capsys, "source: /\n")
 
 
 def test_a_folder_that_cannot_be_listed_is_a_rejected_line_not_a_crash(tmp_path, monkeypatch):
@@ -151,10 +156,7 @@ def test_a_folder_that_cannot_be_listed_is_a_rejected_line_not_a_crash(tmp_path,
     ("seed: " + "'hunter2-secret" + "x" * 500 + "'\n", "x...x"),
 ])
 def test_a_bad_value_is_echoed_short_and_a_mapping_never_shows_its_content(tmp_path, capsys, text, says):
-    config = tmp_path / "release.yaml"
-    config.write_text("preset: debug\n" + text)
-    assert main(["release", "--config", str(config)]) == 2
-    err = _one_line(capsys)
+    err = _release_file_refused(tmp_path, capsys, text)
     assert says in err and ("hunter2" not in err or says == "x...x") and len(err) < 300, err
 
 
@@ -181,10 +183,7 @@ def test_manifest_lines_that_are_too_long_too_deep_or_not_utf8_are_named_not_fat
     ('registry: "/tmp/\\0x"\n', "a NUL byte"),
 ])
 def test_values_no_path_or_url_can_be_are_refused_before_the_pipeline(tmp_path, capsys, text, says):
-    config = tmp_path / "release.yaml"
-    config.write_text("preset: debug\n" + text)
-    assert main(["release", "--config", str(config)]) == 2
-    assert says in _one_line(capsys)
+    assert says in _release_file_refused(tmp_path, capsys, text)
 
 
 def test_a_lone_surrogate_in_a_script_is_one_line(tmp_path, capsys):
