@@ -25,8 +25,8 @@ The head pointer anchors the other end, so a deleted last record, or a whole led
 is seen too. Without the key,
 no edit, insertion, deletion or reordering of records goes unnoticed: :func:`read` raises
 :class:`LedgerError` naming the first record that does not hold. What it cannot see: someone
-who holds the key, or who puts back a complete older copy of both files (keep the ledger on
-storage that keeps versions if that matters).
+who holds the key, or who can write to ``secrets/`` and puts back a complete older copy of both
+files (keep them on storage that keeps versions if that matters).
 """
 
 from __future__ import annotations
