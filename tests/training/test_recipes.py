@@ -96,7 +96,7 @@ def test_public_api_names_resolve():
 
     for name in pkg.__all__:
         assert hasattr(pkg, name), name
-    for mod in ("adapter", "checkpoint", "cluster", "data", "engine", "golden", "mavin_adapter", "recipes", "trainer"):
+    for mod in ("adapter", "checkpoint", "data", "engine", "golden", "manifests", "mavin_adapter", "recipes", "trainer"):
         m = importlib.import_module(f"mavin_ops.training.{mod}")
         assert m.__all__ and all(hasattr(m, n) for n in m.__all__), mod
 
