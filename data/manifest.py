@@ -77,10 +77,10 @@ def decode_line(lineno: int, text: str) -> ManifestLine | None:
         return ManifestLine(lineno, text[:200], None, f"JSON that cannot be read ({type(exc).__name__})")
     if not isinstance(row, dict):
         return ManifestLine(lineno, text, None, f"expected a JSON object, got {type(row).__name__}")
-    try:
-        json.dumps(row, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:  # "\ud800": JSON allows it, no file, table or terminal can hold it
-        return ManifestLine(lineno, text[:200], None, "a string holds a lone UTF-16 surrogate (\\udXXX); write the character itself")
+    from mavin_ops.bounded import lone_surrogate
+
+    if bad := lone_surrogate(row):
+        return ManifestLine(lineno, text[:200], None, f"a string holds a lone UTF-16 surrogate ({bad}); write the character itself")
     return ManifestLine(lineno, text, row)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from mavin_ops.errors import MavinError
 
-__all__ = ["MAX_FILE_BYTES", "InputError", "load_json", "load_yaml", "read_bytes", "read_text", "shown"]
+__all__ = ["MAX_FILE_BYTES", "InputError", "load_json", "load_yaml", "lone_surrogate", "read_bytes", "read_text", "shown"]
 
 #: The largest config, policy, profile or script file read: far above any real one.
 MAX_FILE_BYTES = 8 << 20
@@ -70,20 +70,33 @@ def read_text(path: str | os.PathLike, what: str, limit: int = MAX_FILE_BYTES) -
         raise InputError(f"{path}: byte {exc.start} is not UTF-8 text; {what} is a text file") from None
 
 
+def lone_surrogate(value: Any) -> str:
+    """The first lone UTF-16 surrogate in a decoded JSON value, as its escape (``\\ud800``), or
+    "" when there is none: JSON allows one, no file, table or terminal can hold it."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"\\u{ord(exc.object[exc.start]):04x}"
+    return ""
+
+
 def load_json(text: str | bytes, where: str) -> Any:
     """Parse JSON; errors name ``where`` and the line and column."""
     try:
         value = json.loads(text)
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        raise InputError(f"{where}: a string holds a lone UTF-16 surrogate (\\udXXX); write the character itself") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise InputError(f"{where}: JSON nested too deep to read") from None
     except ValueError as exc:  # a number of over 4300 digits, bytes that are not UTF-8
         raise InputError(f"{where}: not valid JSON ({type(exc).__name__})") from None
+    try:
+        bad = lone_surrogate(value)
+    except RecursionError:
+        raise InputError(f"{where}: JSON nested too deep to read") from None
+    if bad:
+        raise InputError(f"{where}: a string holds a lone UTF-16 surrogate ({bad}); write the character itself")
+    return value
 
 
 def _no_alias_loader():

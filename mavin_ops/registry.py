@@ -259,14 +259,15 @@ def champion_triton_version(model: str) -> int | None:
     return int(reg["triton_version"])
 
 
-def champion_metrics(model: str) -> tuple[str, str, bytes] | None:
+def champion_metrics(model: str, records: list[dict[str, Any]] | None = None) -> tuple[str, str, bytes] | None:
     """(version, where, bytes) of the metrics the champion's gate judged, read from inside
     the home and checked against the sha256 in the ledger; None when there is no champion.
     PromotionError, in one line, for anything else (a reference that leaves the home, a
-    file changed since, a ledger that cannot be trusted)."""
+    file changed since, a ledger that cannot be trusted). ``records``: the ledger, when the
+    caller has read it already."""
     from mavin_ops.bounded import InputError, read_bytes
 
-    records = _ledger(model)
+    records = _ledger(model) if records is None else records
     champ = ledger.champion(records)
     if champ is None:
         return None
@@ -356,11 +357,14 @@ def _mirror(model: str, records: list[dict[str, Any]]) -> list[str]:
     return changed
 
 
-def _move(model: str, action: str, frm: str | None, to: str, who: str | None, why: str, gate_report: str) -> AuditRecord:
-    """Record the move in the ledger (from then on it is done), then mirror it in MLflow."""
+def _move(model: str, records: list[dict[str, Any]], action: str, frm: str | None, to: str, who: str | None, why: str,
+          gate_report: str) -> AuditRecord:
+    """Record the move in the ledger (from then on it is done), then mirror it in MLflow.
+    ``records``: the ledger as the caller read it under the registry lock (moves are
+    serialized by it; a gate or registration appended meanwhile changes nothing mirrored)."""
     rec = ledger.append(model, "move", _who(who), action=action, **{"from": frm, "to": to}, why=_bounded(why, "--reason", 2000),
                         gate_report=gate_report)
-    records = _ledger(model)
+    records = [*records, rec]
     _mirror(model, records)
     return _audit(model, rec, sum(1 for r in records if r["kind"] == "move"))
 
@@ -392,7 +396,7 @@ def promote(
         raise PromotionError(f"{model} has no version {version}; see `mavin-ops history {model}`") from None
     with _lock(model):
         records = _ledger(model)
-        _passed(records, model, version)  # before the champion: a version without a passed gate says so
+        _, gate = _passed(records, model, version)  # before the champion: a version without a passed gate says so
         current = ledger.champion(records)
         if expected_champion is not ANY_CHAMPION and (None if expected_champion is None else str(expected_champion)) != current:
             raise PromotionConflict(
@@ -402,13 +406,12 @@ def promote(
             raise PromotionConflict(
                 f"{model} v{version} is not newer than the champion v{current}; the alias never moves backwards (use `mavin-ops rollback`)"
             )
-        _, gate = _passed(records, model, version)
         if gate.get("champion") != current:
             raise PromotionError(
                 f"{model} v{version} cannot be promoted: its gate ran against another champion (v{gate.get('champion') or '-'}, "
                 f"now v{current or '-'}); run a new release to gate it against the current one"
             )
-        return _move(model, "promote", current, version, who, reason, str(gate.get("gate_json", "")))
+        return _move(model, records, "promote", current, version, who, reason, str(gate.get("gate_json", "")))
 
 
 def rollback(model: str, *, reason: str, who: str | None = None) -> AuditRecord:
@@ -430,7 +433,7 @@ def rollback(model: str, *, reason: str, who: str | None = None) -> AuditRecord:
             reader().model_version(model, previous)
         except NotFound:
             raise PromotionError(f"{model} v{previous} was deleted from MLflow; it cannot be served again, nothing to roll back to") from None
-        return _move(model, "rollback", current, previous, who, reason, str(gate.get("gate_json", "")))
+        return _move(model, records, "rollback", current, previous, who, reason, str(gate.get("gate_json", "")))
 
 
 # --------------------------------------------------------------------------- checking
@@ -478,7 +481,7 @@ def verify(model: str, *, mlflow: bool = False) -> list[str]:
                 problems.append(f"the champion v{champ} in MLflow is not the version the ledger registered: its {what} is "
                                 f"{reprlib.repr(got)}, the ledger says {reprlib.repr(reg[key])} (the model was replaced in MLflow)")
         try:
-            champion_metrics(model)
+            champion_metrics(model, records)
         except PromotionError as exc:
             problems.append(f"{exc}; the next gate cannot compare against the champion")
         for tag, want_tag in _mirrored_tags(reg).items():
